@@ -1,0 +1,323 @@
+//! Command line and environment: one clap struct, `env` on every flag, validated at start.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+/// Runs AWS Step Functions activity tasks as Apache Spark batches through Apache Livy.
+#[derive(Debug, Parser)]
+#[command(name = "spark-activity-worker", version = crate::VERSION, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Poll the activities and supervise their Spark batches until stopped by SIGTERM/SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of `run`. Every flag can also be set as `SPARK_ACTIVITY_WORKER_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Activity ARN to poll (repeatable; in the environment, comma-separated).
+    #[arg(long = "activity-arn", value_name = "ARN", env = "SPARK_ACTIVITY_WORKER_ACTIVITY_ARN",
+          required = true, value_delimiter = ',', value_parser = parse_arn)]
+    pub activity_arns: Vec<String>,
+
+    /// Livy server that runs the batches.
+    #[arg(long, value_name = "URL", env = "SPARK_ACTIVITY_WORKER_LIVY_URL",
+          default_value = "http://localhost:8998", value_parser = parse_livy_url)]
+    pub livy_url: Url,
+
+    /// Tasks supervised at once; the worker polls only while a slot is free.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS",
+          default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_tasks: u32,
+
+    /// Concurrent long polls per activity ARN while slots are free.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_POLLERS_PER_ACTIVITY",
+          default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pollers_per_activity: u32,
+
+    /// How often each batch's state is read from Livy.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_SYNC_INTERVAL",
+          default_value = "10s", value_parser = parse_duration)]
+    pub sync_interval: Duration,
+
+    /// How often each task sends SendTaskHeartbeat; keep it well under the state's HeartbeatSeconds.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_HEARTBEAT_INTERVAL",
+          default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Application file used when the task input has no `File`.
+    #[arg(long, value_name = "URI", env = "SPARK_ACTIVITY_WORKER_DEFAULT_FILE", value_parser = parse_non_empty)]
+    pub default_file: Option<String>,
+
+    /// Host a task may name in `LivyHost` (repeatable); the host of --livy-url is always allowed.
+    #[arg(long = "allowed-livy-host", value_name = "HOST", env = "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST",
+          value_delimiter = ',', value_parser = parse_host)]
+    pub allowed_livy_hosts: Vec<String>,
+
+    /// How long Livy may keep failing (connection errors, 5xx, too many sessions) before a task
+    /// fails with Livy.Unavailable.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_RETRY_TIMEOUT",
+          default_value = "2m", value_parser = parse_duration)]
+    pub livy_retry_timeout: Duration,
+
+    /// Name shown in the execution history [default: the host name].
+    #[arg(long, value_name = "NAME", env = "SPARK_ACTIVITY_WORKER_WORKER_NAME", value_parser = parse_non_empty)]
+    pub worker_name: Option<String>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "SPARK_ACTIVITY_WORKER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter: a level (`info`) or tracing directives (`info,spark_activity_worker=debug`).
+    #[arg(long, value_name = "FILTER", env = "SPARK_ACTIVITY_WORKER_LOG_LEVEL", default_value = "info",
+          value_parser = parse_log_level)]
+    pub log_level: String,
+
+    /// After SIGTERM, how long supervised tasks may run on before the worker exits and leaves them.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_DRAIN_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub drain_timeout: Duration,
+}
+
+impl RunArgs {
+    /// Cross-flag checks clap cannot express. The message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sync_interval > self.heartbeat_interval * 10 {
+            return Err(format!(
+                "--sync-interval ({}) is far longer than --heartbeat-interval ({}); a finished batch would be noticed late",
+                humantime::format_duration(self.sync_interval),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn worker_name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "spark-activity-worker".to_owned())
+        })
+    }
+
+    /// Hosts a task's `LivyHost` may name: the --livy-url host plus --allowed-livy-host.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        let mut hosts = self.allowed_livy_hosts.clone();
+        if let Some(h) = self.livy_url.host_str() {
+            hosts.push(
+                h.trim_matches(|c| c == '[' || c == ']')
+                    .to_ascii_lowercase(),
+            );
+        }
+        hosts
+    }
+}
+
+fn parse_arn(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 7
+        && parts[0] == "arn"
+        && parts[2] == "states"
+        && parts[5] == "activity"
+        && !parts[6].is_empty()
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(
+            "expected an activity ARN like arn:aws:states:us-east-1:123456789012:activity:NAME"
+                .into(),
+        )
+    }
+}
+
+fn parse_livy_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http(s) URL like http://localhost:8998".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the Livy URL cannot have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
+}
+
+fn parse_non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    let h = s.trim().to_ascii_lowercase();
+    if h.is_empty() || h.contains('/') || h.contains(' ') {
+        return Err("expected a host name or IP address, not a URL".into());
+    }
+    Ok(h)
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Turns a clap error into the one line the brief asks for: "error: ... naming the flag".
+pub fn one_line(err: &clap::Error) -> String {
+    let rendered = err.to_string();
+    let lines: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["spark-activity-worker", "run"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Run(a) => a,
+        })
+    }
+
+    const ARN: &str = "arn:aws:states:us-east-1:123456789012:activity:etl.spark-job";
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let a = run(&["--activity-arn", ARN]).expect("valid");
+        assert_eq!(a.livy_url.as_str(), "http://localhost:8998/");
+        assert_eq!(a.max_concurrent_tasks, 32);
+        assert_eq!(a.pollers_per_activity, 2);
+        assert_eq!(a.sync_interval, Duration::from_secs(10));
+        assert_eq!(a.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(a.drain_timeout, Duration::from_secs(30));
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.allowed_hosts(), vec!["localhost".to_owned()]);
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_flags_give_one_line_naming_the_flag() {
+        for (args, flag) in [
+            (vec!["--activity-arn", "nope"], "--activity-arn"),
+            (
+                vec!["--activity-arn", ARN, "--livy-url", "ftp://x"],
+                "--livy-url",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--max-concurrent-tasks", "0"],
+                "--max-concurrent-tasks",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--sync-interval", "soon"],
+                "--sync-interval",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--heartbeat-interval", "0s"],
+                "--heartbeat-interval",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--log-format", "xml"],
+                "--log-format",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--log-level", "info,[[["],
+                "--log-level",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--allowed-livy-host", "http://x/"],
+                "--allowed-livy-host",
+            ),
+            (vec![], "--activity-arn"),
+        ] {
+            let err = run(&args).expect_err("must fail");
+            let line = one_line(&err);
+            assert!(!line.contains('\n'));
+            assert!(line.contains(flag), "{args:?}: {line}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn repeatable_flags_and_durations() {
+        let a = run(&[
+            "--activity-arn",
+            ARN,
+            "--activity-arn",
+            "arn:aws:states:eu-west-1:1:activity:b",
+            "--allowed-livy-host",
+            "Livy.Internal",
+            "--sync-interval",
+            "500ms",
+            "--heartbeat-interval",
+            "1m",
+        ])
+        .expect("valid");
+        assert_eq!(a.activity_arns.len(), 2);
+        assert_eq!(a.sync_interval, Duration::from_millis(500));
+        assert_eq!(a.heartbeat_interval, Duration::from_secs(60));
+        assert!(a.allowed_hosts().contains(&"livy.internal".to_owned()));
+    }
+
+    #[test]
+    fn sync_far_slower_than_heartbeat_is_refused() {
+        let a = run(&[
+            "--activity-arn",
+            ARN,
+            "--sync-interval",
+            "1h",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .expect("parses");
+        let e = a.validate().expect_err("invalid combination");
+        assert!(e.starts_with("--sync-interval"), "{e}");
+    }
+}

@@ -1,0 +1,32 @@
+//! spark-activity-worker: runs AWS Step Functions activity tasks as Apache Spark batches through
+//! Apache Livy, on the EMR primary node.
+//!
+//! # Layout
+//! - [`config`]: the command line (every flag also an environment variable), validated at start.
+//! - [`telemetry`]: text or JSON logs on stderr.
+//! - [`shutdown`]: SIGTERM/SIGINT — first drains, second aborts.
+//! - [`daemon`]: composition root and the shutdown sequence.
+//! - [`health`]: Livy health probe; no polling while Livy is down.
+//! - [`poller`]: capacity permit → `GetActivityTask` → supervisor.
+//! - [`supervisor`]: one task: validate, submit, sync, heartbeat, report exactly once.
+//! - [`input`]: task input shapes and validation.
+//! - [`livy`]: Livy batch API client.
+//! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
+//! - [`failure`]: the public error names and the `cause` size rules.
+//! - [`backoff`]: retry delays.
+
+pub mod backoff;
+pub mod config;
+pub mod daemon;
+pub mod failure;
+pub mod health;
+pub mod input;
+pub mod livy;
+pub mod poller;
+pub mod sfn;
+pub mod shutdown;
+pub mod supervisor;
+pub mod telemetry;
+
+/// The version `--version` prints.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

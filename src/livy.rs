@@ -1,0 +1,426 @@
+//! Thin client for Livy's batch API (`/batches`, `/version`), typed after the real server's
+//! behaviour rather than its docs (see the README's "Livy compatibility" notes).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use url::Url;
+
+/// Long enough for Livy's `/version` and batch reads on a busy master node.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// DELETE waits for the YARN app id up to `livy.server.yarn.app-lookup-timeout` (120 s) before it kills.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the health probe waits for `/version`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a Livy call failed, kept apart so callers can decide to retry, give up, or report.
+#[derive(Debug, thiserror::Error)]
+pub enum LivyError {
+    /// No HTTP answer: connection refused or reset, DNS, timeout.
+    #[error("livy unreachable: {0}")]
+    Unreachable(String),
+    /// Livy answered with a non-success status; `msg` is its `msg`, bare string or body text.
+    #[error("livy answered {status}: {msg}")]
+    Http { status: u16, msg: String },
+    /// A success status with a body that is not what Livy sends.
+    #[error("unexpected livy reply: {0}")]
+    Decode(String),
+}
+
+impl LivyError {
+    /// Worth retrying: Livy is down, failing, or busy ("too many sessions" is a 400 in Livy).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LivyError::Unreachable(_) => true,
+            LivyError::Http { status, msg } => {
+                *status >= 500
+                    || *status == 429
+                    || msg.contains("too many sessions are being created")
+            }
+            LivyError::Decode(_) => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LivyError::Http { status: 404, .. })
+    }
+
+    /// Livy refused the name because a batch of that name is already held.
+    pub fn is_duplicate_name(&self) -> bool {
+        matches!(self, LivyError::Http { status: 400, msg } if msg.contains("Duplicate session name"))
+    }
+}
+
+/// `POST /batches` body. Only fields Livy knows; absent lists and maps are omitted, never `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBatch {
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jars: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub py_files: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_cores: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_cores: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_executors: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub conf: BTreeMap<String, String>,
+}
+
+/// A batch as Livy shows it. Only `id` and `state` exist in every Livy version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub state: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub app_info: Option<AppInfo>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppInfo {
+    #[serde(default)]
+    pub driver_log_url: Option<String>,
+    #[serde(default)]
+    pub spark_ui_url: Option<String>,
+}
+
+/// A batch state. Unknown strings are kept and treated as not terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchState {
+    Starting,
+    Recovering,
+    Running,
+    Success,
+    Dead,
+    Killed,
+    Error,
+    Unknown(String),
+}
+
+impl BatchState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "starting" => BatchState::Starting,
+            "recovering" => BatchState::Recovering,
+            "running" => BatchState::Running,
+            "success" => BatchState::Success,
+            "dead" => BatchState::Dead,
+            "killed" => BatchState::Killed,
+            "error" => BatchState::Error,
+            other => BatchState::Unknown(other.to_owned()),
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            BatchState::Success | BatchState::Dead | BatchState::Killed | BatchState::Error
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            BatchState::Starting => "starting",
+            BatchState::Recovering => "recovering",
+            BatchState::Running => "running",
+            BatchState::Success => "success",
+            BatchState::Dead => "dead",
+            BatchState::Killed => "killed",
+            BatchState::Error => "error",
+            BatchState::Unknown(s) => s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogPage {
+    #[serde(default)]
+    log: Vec<String>,
+}
+
+/// A Livy server at one base URL. Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct LivyClient {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl LivyClient {
+    pub fn new(base: Url) -> Result<Self, LivyError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LivyError::Unreachable(e.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    /// The same connection pool, aimed at another Livy server.
+    pub fn at(&self, base: Url) -> Self {
+        Self {
+            http: self.http.clone(),
+            base,
+        }
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The URL of one batch, as the task output reports it.
+    pub fn batch_url(&self, id: i64) -> String {
+        self.url(&format!("batches/{id}"))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        // Livy's CSRF filter only checks that X-Requested-By is present; send it on every call.
+        self.http
+            .request(method, self.url(path))
+            .header("X-Requested-By", "spark-activity-worker")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(REQUEST_TIMEOUT)
+    }
+
+    /// Health probe: `GET /version`, a cheap call every Livy answers.
+    pub async fn probe(&self) -> Result<(), LivyError> {
+        let resp = send(
+            self.request(reqwest::Method::GET, "version")
+                .timeout(PROBE_TIMEOUT),
+        )
+        .await?;
+        check(resp).await.map(drop)
+    }
+
+    /// `POST /batches`.
+    pub async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
+        let req = self.request(reqwest::Method::POST, "batches").json(body);
+        decode(check(send(req).await?).await?).await
+    }
+
+    /// `GET /batches/{id}`.
+    pub async fn batch(&self, id: i64) -> Result<Batch, LivyError> {
+        let req = self.request(reqwest::Method::GET, &format!("batches/{id}"));
+        decode(check(send(req).await?).await?).await
+    }
+
+    /// `GET /batches/{name}`: Livy ≥ 0.6 looks up a non-numeric segment by name.
+    pub async fn batch_by_name(&self, name: &str) -> Result<Batch, LivyError> {
+        let mut url =
+            Url::parse(&self.url("batches/")).map_err(|e| LivyError::Decode(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| LivyError::Decode("base url cannot have a path".into()))?
+            .pop_if_empty()
+            .push(name);
+        let req = self
+            .http
+            .get(url)
+            .header("X-Requested-By", "spark-activity-worker")
+            .timeout(REQUEST_TIMEOUT);
+        decode(check(send(req).await?).await?).await
+    }
+
+    /// The last `lines` lines of the batch log (`from` omitted means "the tail").
+    pub async fn log_tail(&self, id: i64, lines: u32) -> Result<Vec<String>, LivyError> {
+        let req = self.request(
+            reqwest::Method::GET,
+            &format!("batches/{id}/log?size={lines}"),
+        );
+        let page: LogPage = decode(check(send(req).await?).await?).await?;
+        Ok(page.log)
+    }
+
+    /// `DELETE /batches/{id}`: kills the application if it runs, then Livy forgets the batch.
+    pub async fn delete_batch(&self, id: i64) -> Result<(), LivyError> {
+        let req = self
+            .request(reqwest::Method::DELETE, &format!("batches/{id}"))
+            .timeout(DELETE_TIMEOUT);
+        check(send(req).await?).await.map(drop)
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, LivyError> {
+    req.send()
+        .await
+        .map_err(|e| LivyError::Unreachable(error_chain(&e)))
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    Err(LivyError::Http {
+        status: status.as_u16(),
+        msg: error_message(&body),
+    })
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, LivyError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| LivyError::Unreachable(error_chain(&e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| LivyError::Decode(e.to_string()))
+}
+
+/// Livy's error bodies come as `{"msg": ...}`, a bare JSON string, an empty body (403), or a
+/// servlet container's HTML page (CSRF); make one line of any of them.
+fn error_message(body: &str) -> String {
+    let text = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => match map.get("msg").or_else(|| map.get("message")) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => body.to_owned(),
+        },
+        Ok(serde_json::Value::String(s)) => s,
+        _ => body.to_owned(),
+    };
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    one_line.chars().take(1000).collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_of_every_shape_become_one_line() {
+        assert_eq!(
+            error_message(r#"{"msg":"Session '7' not found."}"#),
+            "Session '7' not found."
+        );
+        assert_eq!(
+            error_message(r#""Unrecognized field \"ttl\" (class x)""#),
+            r#"Unrecognized field "ttl" (class x)"#
+        );
+        assert_eq!(error_message(""), "(empty body)");
+        assert_eq!(
+            error_message("<html>\n<body>Missing Required Header</body></html>"),
+            "<html> <body>Missing Required Header</body></html>"
+        );
+    }
+
+    #[test]
+    fn transient_errors_are_the_retryable_ones() {
+        let http = |status, msg: &str| LivyError::Http {
+            status,
+            msg: msg.into(),
+        };
+        assert!(LivyError::Unreachable("refused".into()).is_transient());
+        assert!(http(503, "x").is_transient());
+        assert!(http(400, "Rejected, too many sessions are being created!").is_transient());
+        assert!(
+            !http(
+                400,
+                "Rejected, Reason: requirement failed: File is required."
+            )
+            .is_transient()
+        );
+        assert!(!http(404, "Session '1' not found.").is_transient());
+        assert!(
+            http(
+                400,
+                "Rejected, Reason: Duplicate session name: Some(a) for session 3"
+            )
+            .is_duplicate_name()
+        );
+    }
+
+    #[test]
+    fn states_map_as_the_reference_says() {
+        for (s, terminal) in [
+            ("starting", false),
+            ("recovering", false),
+            ("running", false),
+            ("success", true),
+            ("dead", true),
+            ("killed", true),
+            ("error", true),
+            ("shutting_down", false),
+            ("something-new", false),
+        ] {
+            let state = BatchState::parse(s);
+            assert_eq!(state.is_terminal(), terminal, "{s}");
+            assert_eq!(state.as_str(), s);
+        }
+        assert_eq!(
+            BatchState::parse("weird"),
+            BatchState::Unknown("weird".into())
+        );
+    }
+
+    #[test]
+    fn create_body_omits_absent_fields() {
+        let body = CreateBatch {
+            file: "s3://b/app.py".into(),
+            name: "job-1a2b".into(),
+            num_executors: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&body).ok(),
+            Some(serde_json::json!({"file":"s3://b/app.py","name":"job-1a2b","numExecutors":2}))
+        );
+    }
+
+    #[test]
+    fn batch_reads_old_and_new_livy_shapes() {
+        let old: Batch = serde_json::from_str(r#"{"id":1,"state":"running"}"#).expect("old shape");
+        assert_eq!(old.name, None);
+        let new: Batch = serde_json::from_str(
+            r#"{"id":7,"name":"n","owner":null,"proxyUser":null,"state":"success","appId":"application_1_2",
+               "appInfo":{"driverLogUrl":null,"sparkUiUrl":"http://rm/x","executorLogUrls":null},"log":[]}"#,
+        )
+        .expect("new shape");
+        assert_eq!(new.app_id.as_deref(), Some("application_1_2"));
+        assert_eq!(
+            new.app_info.and_then(|a| a.spark_ui_url).as_deref(),
+            Some("http://rm/x")
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The only code that touches `aws_sdk_sfn`: poll for a task, heartbeat, report.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sfn::config::timeout::TimeoutConfig;
+use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
+use sha2::{Digest, Sha256};
+
+use crate::failure::Failure;
+
+/// The service holds a poll for 60 s; the attempt must outlive that (the reference says ≥ 65 s).
+const POLL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(70);
+/// Heartbeats and reports are small; a stuck call must not delay the next heartbeat for long.
+const CALL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A task token. Its `Debug` and `Display` show a short hash: tokens never reach logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TaskToken(Arc<str>);
+
+impl TaskToken {
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// 12 hex digits of the token's SHA-256: a stable, unique-enough handle for names and logs.
+    pub fn short_hash(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for TaskToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskToken({})", self.short_hash())
+    }
+}
+
+impl fmt::Display for TaskToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short_hash())
+    }
+}
+
+/// A delivered activity task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub token: TaskToken,
+    pub input: String,
+}
+
+/// Why a Step Functions call failed, in the terms a caller branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum SfnError {
+    /// `TaskTimedOut`, `TaskDoesNotExist` or `InvalidToken`: the task is closed, stop working on it.
+    /// (LocalStack answers `InvalidToken` where AWS says `TaskTimedOut`.)
+    #[error("task is gone ({0})")]
+    TaskGone(String),
+    /// Throttled: retry later, never a sign the task is gone.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The activity ARN is wrong or the activity was deleted.
+    #[error("activity unusable ({code}): {message}")]
+    Activity { code: String, message: String },
+    /// The output was refused (not JSON or too large).
+    #[error("output refused: {0}")]
+    InvalidOutput(String),
+    /// Anything else: network, timeouts, 5xx, credentials. Transient as far as we can tell.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SfnError {
+    fn classify<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let message = err.message().unwrap_or_default().to_owned();
+        match code.as_deref() {
+            Some("TaskTimedOut" | "TaskDoesNotExist" | "InvalidToken") => {
+                SfnError::TaskGone(code.unwrap_or_default())
+            }
+            Some(
+                "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "KmsThrottlingException",
+            ) => SfnError::Throttled(message),
+            Some("ActivityDoesNotExist" | "InvalidArn") => SfnError::Activity {
+                code: code.unwrap_or_default(),
+                message,
+            },
+            Some("InvalidOutput") => SfnError::InvalidOutput(message),
+            _ => SfnError::Other(aws_sdk_sfn::error::DisplayErrorContext(err).to_string()),
+        }
+    }
+}
+
+/// Step Functions, with a long-poll client and a short-call client over one configuration.
+#[derive(Debug, Clone)]
+pub struct SfnClient {
+    poll: aws_sdk_sfn::Client,
+    calls: aws_sdk_sfn::Client,
+}
+
+impl SfnClient {
+    /// Region, credentials and endpoint come from the standard AWS chain.
+    pub async fn from_env() -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let poll = aws_sdk_sfn::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(POLL_ATTEMPT_TIMEOUT)
+                    .operation_attempt_timeout(POLL_ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        let calls = aws_sdk_sfn::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(CALL_ATTEMPT_TIMEOUT)
+                    .operation_timeout(CALL_OPERATION_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Self {
+            poll: aws_sdk_sfn::Client::from_conf(poll),
+            calls: aws_sdk_sfn::Client::from_conf(calls),
+        }
+    }
+
+    /// One long poll. `Ok(None)`: nothing was scheduled within the service's 60 s.
+    pub async fn next_task(
+        &self,
+        activity_arn: &str,
+        worker_name: &str,
+    ) -> Result<Option<Task>, SfnError> {
+        let out = self
+            .poll
+            .get_activity_task()
+            .activity_arn(activity_arn)
+            .worker_name(worker_name)
+            .send()
+            .await
+            .map_err(SfnError::classify)?;
+        Ok(match out.task_token() {
+            Some(token) if !token.is_empty() => Some(Task {
+                token: TaskToken::new(token),
+                input: out.input().unwrap_or("{}").to_owned(),
+            }),
+            _ => None,
+        })
+    }
+
+    pub async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
+        self.calls
+            .send_task_heartbeat()
+            .task_token(token.secret())
+            .send()
+            .await
+            .map(drop)
+            .map_err(SfnError::classify)
+    }
+
+    pub async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
+        self.calls
+            .send_task_success()
+            .task_token(token.secret())
+            .output(output)
+            .send()
+            .await
+            .map(drop)
+            .map_err(SfnError::classify)
+    }
+
+    pub async fn fail(&self, token: &TaskToken, failure: &Failure) -> Result<(), SfnError> {
+        self.calls
+            .send_task_failure()
+            .task_token(token.secret())
+            .error(failure.error.as_str())
+            .cause(&failure.cause)
+            .send()
+            .await
+            .map(drop)
+            .map_err(SfnError::classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_never_prints_itself() {
+        let token = TaskToken::new("AAAAKgAAAAIAAAAAAAAAAsecret-token-material");
+        let shown = format!("{token:?} {token}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert_eq!(token.short_hash().len(), 12);
+        assert_eq!(
+            token.short_hash(),
+            TaskToken::new("AAAAKgAAAAIAAAAAAAAAAsecret-token-material").short_hash()
+        );
+        assert_ne!(token.short_hash(), TaskToken::new("other").short_hash());
+    }
+}

@@ -1,0 +1,28 @@
+//! Signals: the first SIGTERM/SIGINT starts a graceful shutdown, a second one aborts.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Waits for signals. Cancels `graceful` on the first; returns on the second, when the caller
+/// must exit at once with a non-zero code.
+pub async fn signals(graceful: CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let next = async |term: &mut tokio::signal::unix::Signal,
+                      int: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    };
+    let first = next(&mut term, &mut int).await;
+    info!(
+        signal = first,
+        "shutting down: no new polls, draining tasks (send again to exit now)"
+    );
+    graceful.cancel();
+    let second = next(&mut term, &mut int).await;
+    error!(signal = second, "second signal: exiting now");
+    Ok(())
+}
