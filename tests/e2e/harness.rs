@@ -1,0 +1,380 @@
+//! The rig: real LocalStack Step Functions (started by tests/rig/with-localstack.sh), the
+//! project's Livy-compatible server and the worker binary, each a real process.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn suffix() -> String {
+    let n: u64 = rand::rng().random();
+    format!("{n:012x}")
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory for one test, removed by nobody: it lives under target/ for post-mortems.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = root()
+        .join("target")
+        .join("e2e")
+        .join(format!("{name}-{}", suffix()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+pub fn pyspark_bin() -> PathBuf {
+    root().join(".cache/pyspark/bin")
+}
+
+/// Spark's own `pi.py`, shipped in the pyspark package.
+pub fn pi_py() -> String {
+    let lib = root().join(".cache/pyspark/lib");
+    let python = std::fs::read_dir(&lib)
+        .expect("pyspark is installed (tests/rig/install.sh)")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .expect("a python3.x dir");
+    let pi = python
+        .path()
+        .join("site-packages/pyspark/examples/src/main/python/pi.py");
+    assert!(pi.exists(), "{} missing", pi.display());
+    format!("file://{}", pi.display())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step Functions (LocalStack)
+
+pub struct Sfn {
+    pub client: aws_sdk_sfn::Client,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExecutionStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+impl Sfn {
+    pub async fn new() -> Self {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "no LocalStack: run the e2e tests through `make test` (tests/rig/with-localstack.sh)"
+        );
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Sfn {
+            client: aws_sdk_sfn::Client::new(&conf),
+        }
+    }
+
+    pub async fn activity(&self, name: &str) -> String {
+        let out = self
+            .client
+            .create_activity()
+            .name(format!("{name}-{}", suffix()))
+            .send()
+            .await
+            .expect("create activity");
+        out.activity_arn().to_owned()
+    }
+
+    pub async fn state_machine(&self, definition: &Value) -> String {
+        let out = self
+            .client
+            .create_state_machine()
+            .name(format!("sm-{}", suffix()))
+            .definition(definition.to_string())
+            .role_arn("arn:aws:iam::000000000000:role/stepfunctions")
+            .send()
+            .await
+            .expect("create state machine");
+        out.state_machine_arn().to_owned()
+    }
+
+    /// A one-state machine: the activity Task receives the execution input as it is.
+    pub async fn one_task_machine(&self, activity: &str, heartbeat: u32, timeout: u32) -> String {
+        self.state_machine(&json!({
+            "StartAt": "Spark",
+            "States": {"Spark": {"Type": "Task", "Resource": activity,
+                "HeartbeatSeconds": heartbeat, "TimeoutSeconds": timeout, "End": true}}
+        }))
+        .await
+    }
+
+    pub async fn start(&self, state_machine: &str, input: &Value) -> String {
+        let out = self
+            .client
+            .start_execution()
+            .state_machine_arn(state_machine)
+            .name(format!("ex-{}", suffix()))
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("start execution");
+        out.execution_arn().to_owned()
+    }
+
+    pub async fn describe(&self, execution: &str) -> Outcome {
+        let d = self
+            .client
+            .describe_execution()
+            .execution_arn(execution)
+            .send()
+            .await
+            .expect("describe execution");
+        Outcome {
+            status: d.status().clone(),
+            output: d
+                .output()
+                .map(|o| serde_json::from_str(o).expect("output is JSON")),
+            error: d.error().map(str::to_owned),
+            cause: d.cause().map(str::to_owned),
+        }
+    }
+
+    /// Waits until the execution is no longer RUNNING.
+    pub async fn finish(&self, execution: &str, within: Duration) -> Outcome {
+        let deadline = Instant::now() + within;
+        loop {
+            let o = self.describe(execution).await;
+            if o.status != ExecutionStatus::Running {
+                return o;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution still RUNNING after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn stop(&self, execution: &str) {
+        let _ = self
+            .client
+            .stop_execution()
+            .execution_arn(execution)
+            .send()
+            .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Livy-compatible server
+
+pub struct Livy {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    http: reqwest::Client,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+fn livy_server_bin() -> PathBuf {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_spark-activity-worker"));
+    let bin = worker.with_file_name("livy-server");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p livy-server` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+impl Livy {
+    /// Starts the server on a free port with fast retention and extra `args`.
+    pub async fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_on(dir, 0, args.iter().map(|s| (*s).to_owned()).collect()).await
+    }
+
+    async fn start_on(dir: &Path, port: u16, args: Vec<String>) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("livy.log"))
+            .expect("livy log");
+        let mut child = Command::new(livy_server_bin())
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--spark-submit")
+            .arg(pyspark_bin().join("spark-submit"))
+            .args(&args)
+            .env("PYSPARK_PYTHON", pyspark_bin().join("python"))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn livy-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("livy-server did not start within 20 s")
+            .expect("read livy-server stdout")
+            .expect("livy-server exited before listening");
+        let addr = line.strip_prefix("listening on ").expect("listening line");
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Livy {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            args,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Kills the server process (connections now refused); its state is gone.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts a fresh server on the same port (a Livy restart without recovery).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let fresh = Self::start_on(&self.dir, self.port, self.args.clone()).await;
+        *self = fresh;
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_control/stats", self.url))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    pub async fn control(&self, path: &str, body: Value) {
+        let resp = self
+            .http
+            .post(format!("{}/_control/{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("control call");
+        assert!(
+            resp.status().is_success(),
+            "control {path}: {}",
+            resp.status()
+        );
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/{path}", self.url))
+            .send()
+            .await
+            .expect("livy get");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `check` holds on the stats.
+    pub async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.stats().await;
+            if check(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "livy: {what} not seen within {within:?}: {s:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn batches(stats: &Value) -> Vec<Value> {
+    stats["batches"].as_array().cloned().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker
+
+pub struct Worker {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `spark-activity-worker run` with fast test intervals plus `extra` flags.
+    pub fn start(dir: &Path, activity: &str, livy: &str, extra: &[&str]) -> Self {
+        let log = dir.join(format!("worker-{}.log", suffix()));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
+            .args(["run", "--activity-arn", activity, "--livy-url", livy])
+            .args(["--sync-interval", "300ms", "--heartbeat-interval", "1s"])
+            .args(["--log-level", "info,spark_activity_worker=debug"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn worker");
+        Worker { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "worker log has no {needle:?} after {within:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("worker running");
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    pub async fn exit(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "worker still running after {within:?}:\n{}",
+                    self.log_text()
+                )
+            })
+            .expect("wait worker")
+    }
+}

@@ -1,0 +1,233 @@
+//! Task lifecycle against failures: timeouts, Livy outages, batches killed or lost, shutdown.
+
+use std::time::Duration;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::json;
+
+use crate::harness::{Livy, Sfn, Worker, batches, scratch};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_seconds_exceeded_deletes_the_livy_batch() {
+    let dir = scratch("timeout");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("timeout").await;
+    let sm = sfn.one_task_machine(&activity, 4, 6).await;
+    let worker = Worker::start(&dir, &activity, &livy.url, &[]);
+
+    let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    livy.until("a running batch", Duration::from_secs(30), |s| {
+        batches(s).iter().any(|b| b["state"] == "running")
+    })
+    .await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::TimedOut, "{out:?}");
+    let stats = livy
+        .until("the batch deleted", Duration::from_secs(20), |s| {
+            batches(s).iter().all(|b| b["deleted"] == true)
+        })
+        .await;
+    assert_eq!(stats["deletes"], 1);
+    worker
+        .wait_for_log("batch deleted", Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livy_down_at_submit_then_back_succeeds() {
+    let dir = scratch("livy-back");
+    let sfn = Sfn::new().await;
+    let mut livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("livy-back").await;
+    let sm = sfn.one_task_machine(&activity, 10, 300).await;
+    let worker = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--livy-retry-timeout", "2m", "--pollers-per-activity", "1"],
+    );
+    // A poll is open while Livy is up; Livy then dies before the task arrives on that poll.
+    worker
+        .wait_for_log("polling for a task", Duration::from_secs(30))
+        .await;
+    livy.kill().await;
+    let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
+    worker
+        .wait_for_log("retrying submit", Duration::from_secs(60))
+        .await;
+    livy.restart().await;
+    let out = sfn.finish(&ex, Duration::from_secs(120)).await;
+    assert_eq!(
+        out.status,
+        ExecutionStatus::Succeeded,
+        "{out:?}\n{}",
+        worker.log_text()
+    );
+    assert_eq!(livy.stats().await["created"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livy_down_for_good_fails_with_livy_unavailable() {
+    let dir = scratch("livy-gone");
+    let sfn = Sfn::new().await;
+    let mut livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("livy-gone").await;
+    let sm = sfn.one_task_machine(&activity, 10, 300).await;
+    let worker = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--livy-retry-timeout", "5s", "--pollers-per-activity", "1"],
+    );
+    worker
+        .wait_for_log("polling for a task", Duration::from_secs(30))
+        .await;
+    livy.kill().await;
+    let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
+    let out = sfn.finish(&ex, Duration::from_secs(90)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("Livy.Unavailable"));
+    let cause = out.cause.unwrap_or_default();
+    assert!(cause.contains("did not accept batch"), "{cause}");
+    // While Livy is down the worker stops polling for new tasks.
+    worker
+        .wait_for_log("livy is down; not polling", Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_killed_outside_the_worker_fails_as_killed() {
+    let dir = scratch("killed");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("killed").await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
+
+    let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    let stats = livy
+        .until("a running batch", Duration::from_secs(30), |s| {
+            batches(s).iter().any(|b| b["state"] == "running")
+        })
+        .await;
+    let id = batches(&stats)[0]["id"].as_i64().expect("id");
+    livy.control(&format!("batches/{id}/state"), json!({"state": "killed"}))
+        .await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed);
+    assert_eq!(out.error.as_deref(), Some("SparkJob.Killed"));
+    assert!(
+        out.cause
+            .unwrap_or_default()
+            .contains("killed outside this worker")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livy_restart_that_loses_the_batch_fails_as_lost() {
+    let dir = scratch("lost");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("lost").await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
+
+    let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    livy.until("a running batch", Duration::from_secs(30), |s| {
+        batches(s).iter().any(|b| b["state"] == "running")
+    })
+    .await;
+    livy.control("restart", json!({"recovery": false})).await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed);
+    assert_eq!(out.error.as_deref(), Some("SparkJob.Lost"));
+    assert!(
+        out.cause
+            .unwrap_or_default()
+            .contains("last known state running")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_tasks_fails_late_arrivals_and_logs_what_it_leaves() {
+    let dir = scratch("sigterm");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("sigterm").await;
+    let sm = sfn.one_task_machine(&activity, 10, 300).await;
+    let mut worker = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--drain-timeout", "4s", "--pollers-per-activity", "2"],
+    );
+
+    let quick = sfn
+        .start(&sm, &json!({"File": "sim:success?run=2", "Name": "quick"}))
+        .await;
+    let slow = sfn
+        .start(&sm, &json!({"File": "sim:forever", "Name": "slow"}))
+        .await;
+    livy.until("two running batches", Duration::from_secs(30), |s| {
+        batches(s)
+            .iter()
+            .filter(|b| b["state"] == "running")
+            .count()
+            == 2
+    })
+    .await;
+    // Both pollers re-poll at once after their task, so polls are open when the signal lands.
+    worker.signal("TERM");
+    worker
+        .wait_for_log("stopped polling", Duration::from_secs(5))
+        .await;
+    let late = sfn
+        .start(&sm, &json!({"File": "sim:success?run=1", "Name": "late"}))
+        .await;
+
+    let status = worker.exit(Duration::from_secs(90)).await;
+    assert_eq!(status.code(), Some(0), "{}", worker.log_text());
+    let quick = sfn.describe(&quick).await;
+    assert_eq!(
+        quick.status,
+        ExecutionStatus::Succeeded,
+        "drained: {quick:?}"
+    );
+    let late = sfn.finish(&late, Duration::from_secs(10)).await;
+    assert_eq!(late.status, ExecutionStatus::Failed, "{late:?}");
+    assert_eq!(late.error.as_deref(), Some("Worker.ShuttingDown"));
+    // The slow one keeps running in Livy and the worker said so.
+    let slow_out = sfn.describe(&slow).await;
+    assert_eq!(slow_out.status, ExecutionStatus::Running);
+    let log = worker.log_text();
+    assert!(
+        log.contains("drain timeout: leaving this task's batch running") && log.contains("slow-"),
+        "{log}"
+    );
+    let stats = livy.stats().await;
+    assert!(batches(&stats).iter().any(|b| {
+        b["name"].as_str().is_some_and(|n| n.starts_with("slow-")) && b["state"] == "running"
+    }));
+    assert_eq!(stats["created"], 2, "the late task never reached Livy");
+    sfn.stop(&slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once_with_a_non_zero_code() {
+    let dir = scratch("second-signal");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("second").await;
+    let mut worker = Worker::start(&dir, &activity, &livy.url, &[]);
+    worker
+        .wait_for_log("polling for a task", Duration::from_secs(30))
+        .await;
+    worker.signal("TERM");
+    worker
+        .wait_for_log("stopped polling", Duration::from_secs(5))
+        .await;
+    worker.signal("INT");
+    let status = worker.exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(130));
+}

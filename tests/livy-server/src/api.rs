@@ -1,0 +1,560 @@
+//! HTTP routes: Livy's batch API (behind fault injection and the optional CSRF check) and the
+//! test-only `/_control` API (never affected by either).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::batch::{App, Batch, LookupError, is_finished, list_slice, log_page};
+use crate::faults::Faults;
+use crate::request::CreateRequest;
+use crate::runner::{self, Launch, SimSpec};
+
+type Shared = State<Arc<App>>;
+
+/// An error reply in one of Livy's shapes.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `{"msg": "..."}`, Livy's own errors.
+    Msg(StatusCode, String),
+    /// A bare JSON string: Jackson failures and unexpected exceptions.
+    Bare(StatusCode, String),
+}
+
+impl ApiError {
+    fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError::Msg(StatusCode::BAD_REQUEST, msg.into())
+    }
+
+    fn rejected(reason: impl std::fmt::Display) -> Self {
+        ApiError::bad_request(format!("Rejected, Reason: {reason}"))
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::BadNumber(msg) => ApiError::bad_request(msg),
+            LookupError::NotFound(msg) => ApiError::Msg(StatusCode::NOT_FOUND, msg),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Msg(status, msg) => (status, Json(json!({ "msg": msg }))).into_response(),
+            ApiError::Bare(status, msg) => (status, Json(Value::String(msg))).into_response(),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The whole server.
+pub fn router(app: Arc<App>) -> Router {
+    let livy = Router::new()
+        .route("/version", get(version))
+        .route("/batches", get(list).post(create))
+        .route("/batches/", get(list).post(create))
+        .route("/batches/{id}", get(show).delete(delete))
+        .route("/batches/{id}/state", get(state))
+        .route("/batches/{id}/log", get(log))
+        .layer(middleware::from_fn_with_state(app.clone(), gate));
+    let control = Router::new()
+        .route("/_control/stats", get(stats))
+        .route("/_control/faults", post(set_faults))
+        .route("/_control/batches/{id}/state", post(force_state))
+        .route("/_control/restart", post(restart));
+    livy.merge(control)
+        .fallback(|| async { ApiError::Msg(StatusCode::NOT_FOUND, "Not found".into()) })
+        .layer(middleware::map_response(json_by_default))
+        .with_state(app)
+}
+
+/// Every reply is JSON unless a handler said otherwise (only the CSRF page does).
+async fn json_by_default(mut res: Response) -> Response {
+    res.headers_mut()
+        .entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    res
+}
+
+/// In front of every Livy route: counts POSTs, injects faults, checks CSRF, adds latency.
+async fn gate(State(app): Shared, req: Request, next: Next) -> Response {
+    let is_post = req.method() == Method::POST;
+    if is_post && req.uri().path().starts_with("/batches") {
+        app.lock().posts += 1;
+    }
+    let faults = app.faults();
+    // Injected before the handler runs, so a failed POST creates nothing.
+    if let Some(status) = faults.injected(rand::random::<f64>()) {
+        info!(path = %req.uri().path(), %status, "injecting fault");
+        let msg = "java.lang.RuntimeException: injected fault".to_string();
+        return ApiError::Bare(status, msg).into_response();
+    }
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if app.settings.csrf && !safe && !req.headers().contains_key("x-requested-by") {
+        return csrf_page(req.uri().path());
+    }
+    let res = next.run(req).await;
+    // Delaying after the handler lets a client time out on a request that took effect.
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(faults.latency()).await;
+    }
+    res
+}
+
+/// Jetty's error page for a CSRF rejection: HTML, not Livy's `msg` JSON.
+fn csrf_page(path: &str) -> Response {
+    let msg = "Missing Required Header for CSRF protection.";
+    let body = format!(
+        "<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html;charset=ISO-8859-1\"/>\n\
+         <title>Error 400 {msg}</title>\n</head>\n<body><h2>HTTP ERROR 400 {msg}</h2>\n<table>\n\
+         <tr><th>URI:</th><td>{path}</td></tr>\n<tr><th>STATUS:</th><td>400</td></tr>\n\
+         <tr><th>MESSAGE:</th><td>{msg}</td></tr>\n<tr><th>SERVLET:</th><td>-</td></tr>\n\
+         </table>\n\n</body>\n</html>\n"
+    );
+    let html = [(header::CONTENT_TYPE, "text/html;charset=iso-8859-1")];
+    (StatusCode::BAD_REQUEST, html, Body::from(body)).into_response()
+}
+
+/// An optional int query parameter, failing like Java's `Integer.parseInt`.
+fn int_param(query: &HashMap<String, String>, key: &str) -> Result<Option<i32>, ApiError> {
+    query
+        .get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("For input string: \"{v}\"")))
+        })
+        .transpose()
+}
+
+fn ok(body: Value) -> ApiResult {
+    Ok(Json(body).into_response())
+}
+
+async fn version() -> ApiResult {
+    ok(json!({
+        "version": "0.9.0-incubating",
+        "user": "livy-server",
+        "revision": "fc4202ea31722979566f7f730f141420828e4d6b",
+        "branch": "master",
+        "date": "2026-05-19T00:00:00Z",
+        "url": "https://github.com/apache/incubator-livy",
+    }))
+}
+
+async fn list(State(app): Shared, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let from = int_param(&q, "from")?.unwrap_or(0);
+    let size = int_param(&q, "size")?.unwrap_or(100);
+    let reg = app.lock();
+    let held: Vec<&Batch> = reg.held().collect();
+    let sessions: Vec<Value> = held[list_slice(held.len(), from, size)]
+        .iter()
+        .map(|b| b.view())
+        .collect();
+    ok(json!({"from": from, "total": held.len(), "sessions": sessions}))
+}
+
+async fn create(State(app): Shared, body: Bytes) -> ApiResult {
+    let settings = &app.settings;
+    // The whole create runs under the lock: Livy serialises creations too.
+    let mut reg = app.lock();
+    if reg.creating() >= settings.max_creating {
+        return Err(ApiError::bad_request(
+            "Rejected, too many sessions are being created!",
+        ));
+    }
+    let req =
+        CreateRequest::parse(&body).map_err(|e| ApiError::Bare(StatusCode::BAD_REQUEST, e))?;
+    let id = reg.take_id();
+    if req.null_collection {
+        let npe = "java.lang.NullPointerException".to_string();
+        return Err(ApiError::Bare(StatusCode::INTERNAL_SERVER_ERROR, npe));
+    }
+    if let Some(name) = &req.name {
+        if name.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(ApiError::rejected(format!("Invalid session name: {name}")));
+        }
+        if reg.name_taken(name) {
+            let reason = format!("Duplicate session name: Some({name}) for session {id}");
+            return Err(ApiError::rejected(reason));
+        }
+    }
+    req.check_files(&settings.whitelist)
+        .map_err(ApiError::rejected)?;
+    let file = req.file.clone().unwrap_or_default();
+    let launch = match file.strip_prefix("sim:") {
+        Some(spec) => Launch::Sim(SimSpec::parse(spec).map_err(ApiError::rejected)?),
+        None => Launch::Real(req.spark_submit_args(&settings.spark_master)),
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let sim = matches!(launch, Launch::Sim(_));
+    let batch = Batch::new(id, req.name.clone(), file, request, sim);
+    let view = batch.view();
+    reg.batches.push(batch);
+    reg.created += 1;
+    let key = reg.batches.len() - 1;
+    drop(reg);
+    info!(id, "batch created");
+    runner::start(app.clone(), key, id, launch);
+    let location = [(header::LOCATION, format!("/batches/{id}"))];
+    Ok((StatusCode::CREATED, location, Json(view)).into_response())
+}
+
+async fn show(State(app): Shared, Path(seg): Path<String>) -> ApiResult {
+    let reg = app.lock();
+    let key = reg.find(&seg)?;
+    ok(reg.batches[key].view())
+}
+
+async fn state(State(app): Shared, Path(seg): Path<String>) -> ApiResult {
+    let reg = app.lock();
+    let b = &reg.batches[reg.find(&seg)?];
+    ok(json!({"id": b.id, "state": b.state}))
+}
+
+async fn log(
+    State(app): Shared,
+    Path(seg): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let reg = app.lock();
+    let b = &reg.batches[reg.find(&seg)?];
+    let from = int_param(&q, "from")?;
+    let size = int_param(&q, "size")?;
+    let lines = b.log_lines();
+    let (from, range) = log_page(lines.len(), from, size);
+    ok(json!({"id": b.id, "from": from, "total": lines.len(), "log": &lines[range]}))
+}
+
+async fn delete(State(app): Shared, Path(seg): Path<String>) -> ApiResult {
+    let (key, child) = {
+        let mut reg = app.lock();
+        let key = reg.find(&seg)?;
+        let b = &mut reg.batches[key];
+        if b.deleting {
+            let msg = format!("Session {} already stopped.", b.id);
+            return Err(ApiError::Msg(StatusCode::NOT_FOUND, msg));
+        }
+        b.deleting = true;
+        (key, b.child.clone())
+    };
+    // Stands for Livy's stop, which can block on YARN for up to two minutes.
+    if !app.settings.delete_delay.is_zero() {
+        tokio::time::sleep(app.settings.delete_delay).await;
+    }
+    if let Some(child) = child {
+        runner::stop(child).await;
+    }
+    let mut guard = app.lock();
+    let reg = &mut *guard;
+    // A restart during the delay may already have forgotten it.
+    if reg.batches[key].held {
+        reg.batches[key].forget();
+        reg.deletes += 1;
+    }
+    drop(guard);
+    ok(json!({"msg": "deleted"}))
+}
+
+/// Parses a control body; an empty body means `{}`.
+fn control_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn stats(State(app): Shared) -> ApiResult {
+    ok(app.lock().stats())
+}
+
+async fn set_faults(State(app): Shared, body: Bytes) -> ApiResult {
+    let faults: Faults = control_body(&body)?;
+    info!(?faults, "faults set");
+    *app.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    ok(json!({"msg": "ok"}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceState {
+    state: String,
+}
+
+async fn force_state(State(app): Shared, Path(seg): Path<String>, body: Bytes) -> ApiResult {
+    let ForceState { state } = control_body(&body)?;
+    if state.is_empty() {
+        return Err(ApiError::bad_request("state is required"));
+    }
+    let (id, child) = {
+        let mut reg = app.lock();
+        let key = reg.find(&seg)?;
+        let b = &mut reg.batches[key];
+        b.script += 1;
+        b.set_state(&state);
+        (b.id, b.child.clone().filter(|_| is_finished(&state)))
+    };
+    info!(id, %state, "state forced");
+    if let Some(child) = child {
+        runner::stop(child).await;
+    }
+    ok(json!({"id": id, "state": state}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Restart {
+    #[serde(default)]
+    recovery: bool,
+}
+
+async fn restart(State(app): Shared, body: Bytes) -> ApiResult {
+    let Restart { recovery } = control_body(&body)?;
+    let mut kill = Vec::new();
+    {
+        let mut reg = app.lock();
+        for b in reg.batches.iter_mut().filter(|b| b.held) {
+            let alive = b.child.clone().filter(|c| c.alive());
+            match b.state.as_str() {
+                // Recovery keeps succeeded batches and re-attaches to unfinished ones.
+                "success" if recovery => {}
+                s if recovery && !is_finished(s) => {
+                    b.set_state("recovering");
+                    b.output.clear();
+                    b.capture_output = false;
+                }
+                _ => {
+                    b.forget();
+                    kill.extend(alive);
+                }
+            }
+        }
+        if !recovery {
+            reg.next_id = 0;
+        }
+    }
+    info!(recovery, killed = kill.len(), "simulated restart");
+    for child in kill {
+        runner::stop(child).await;
+    }
+    ok(json!({"msg": "restarted"}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Settings;
+    use axum::http::Request as HttpRequest;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn server(csrf: bool) -> Router {
+        server_with(csrf, 100)
+    }
+
+    fn server_with(csrf: bool, max_creating: usize) -> Router {
+        router(Arc::new(App::new(Settings {
+            spark_submit: "/nonexistent/spark-submit".into(),
+            spark_master: "local[1]".into(),
+            whitelist: Vec::new(),
+            max_creating,
+            retain: Duration::from_secs(600),
+            delete_delay: Duration::ZERO,
+            csrf,
+        })))
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+        let req = HttpRequest::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body.to_string()))
+            .expect("valid request");
+        let res = app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn wait_for_state(app: &Router, id: i32, want: &str) {
+        for _ in 0..200 {
+            let (_, body) = call(app, "GET", &format!("/batches/{id}/state"), "").await;
+            if body["state"] == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("batch {id} never reached {want}");
+    }
+
+    #[tokio::test]
+    async fn a_sim_batch_runs_to_success_and_is_deleted() {
+        let app = server(false);
+        let body = r#"{"file":"sim:success?start=0.05&run=0.1&app=1","name":"job"}"#;
+        let (status, batch) = call(&app, "POST", "/batches", body).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(batch["state"], "starting");
+        assert_eq!(batch["appId"], Value::Null);
+        assert_eq!(batch["proxyUser"], Value::Null);
+        wait_for_state(&app, 0, "running").await;
+        let (_, running) = call(&app, "GET", "/batches/job", "").await;
+        assert!(
+            running["appId"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("application_"))
+        );
+        wait_for_state(&app, 0, "success").await;
+        let (_, done) = call(&app, "GET", "/batches/0", "").await;
+        assert_eq!(done["appInfo"]["driverLogUrl"], Value::Null);
+        let (_, log) = call(&app, "GET", "/batches/0/log?size=-1", "").await;
+        assert_eq!(log["total"], 6);
+        assert_eq!(log["log"][5], "\nYARN Diagnostics: ");
+        let (status, msg) = call(&app, "DELETE", "/batches/0", "").await;
+        assert_eq!((status, msg), (StatusCode::OK, json!({"msg": "deleted"})));
+        let (status, msg) = call(&app, "GET", "/batches/0", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(msg, json!({"msg": "Session '0' not found."}));
+        let (_, stats) = call(&app, "GET", "/_control/stats", "").await;
+        assert_eq!(
+            (stats["posts"].clone(), stats["deletes"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(stats["batches"][0]["deleted"], true);
+    }
+
+    #[tokio::test]
+    async fn rejections_have_livy_shapes_and_waste_ids() {
+        let app = server(false);
+        let forever = r#"{"file":"sim:forever?start=0","name":"dup"}"#;
+        assert_eq!(
+            call(&app, "POST", "/batches", forever).await.0,
+            StatusCode::CREATED
+        );
+        let (status, body) = call(&app, "POST", "/batches", forever).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({"msg": "Rejected, Reason: Duplicate session name: Some(dup) for session 1"})
+        );
+        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"/a","ttl":1}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.as_str()
+                .is_some_and(|s| s.starts_with("Unrecognized field \"ttl\""))
+        );
+        let (status, body) = call(&app, "POST", "/batches", r#"{"name":"2024"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({"msg": "Rejected, Reason: Invalid session name: 2024"})
+        );
+        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"/a","jars":null}"#).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, json!("java.lang.NullPointerException"));
+        let (status, body) = call(&app, "POST", "/batches", r#"{"name":"x"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["msg"],
+            "Rejected, Reason: requirement failed: File is required."
+        );
+        // Ids 1..=4 went to rejected creates; the unknown field took none.
+        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:success"}"#).await;
+        assert_eq!(batch["id"], 5);
+        let (status, body) = call(&app, "GET", "/batches?from=x", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!({"msg": "For input string: \"x\""}));
+        let (_, list) = call(&app, "GET", "/batches?from=1", "").await;
+        assert_eq!(
+            (list["total"].clone(), list["sessions"][0]["id"].clone()),
+            (json!(2), json!(5))
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_starting_batches_are_rejected_without_taking_an_id() {
+        let app = server_with(false, 1);
+        let slow = r#"{"file":"sim:success?start=60"}"#;
+        assert_eq!(
+            call(&app, "POST", "/batches", slow).await.0,
+            StatusCode::CREATED
+        );
+        let (status, body) = call(&app, "POST", "/batches", slow).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({"msg": "Rejected, too many sessions are being created!"})
+        );
+        call(
+            &app,
+            "POST",
+            "/_control/batches/0/state",
+            r#"{"state":"running"}"#,
+        )
+        .await;
+        let (status, body) = call(&app, "POST", "/batches", slow).await;
+        assert_eq!(
+            (status, body["id"].clone()),
+            (StatusCode::CREATED, json!(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_spawn_is_a_dead_batch_with_the_error_logged() {
+        let app = server(false);
+        let (status, _) = call(&app, "POST", "/batches", r#"{"file":"/app.py"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        wait_for_state(&app, 0, "dead").await;
+        let (_, log) = call(&app, "GET", "/batches/0/log", "").await;
+        assert!(
+            log["log"][1]
+                .as_str()
+                .is_some_and(|l| l.contains("Failed to run"))
+        );
+        assert_eq!(log["log"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[tokio::test]
+    async fn control_calls_force_states_and_restart() {
+        let app = server(true);
+        // CSRF guards Livy routes only.
+        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, Value::Null));
+        let req = HttpRequest::post("/batches")
+            .header("X-Requested-By", "")
+            .body(Body::from(r#"{"file":"sim:forever?start=0"}"#))
+            .expect("valid request");
+        assert_eq!(
+            app.clone().oneshot(req).await.expect("infallible").status(),
+            StatusCode::CREATED
+        );
+        wait_for_state(&app, 0, "running").await;
+        let force = r#"{"state":"recovering"}"#;
+        let (status, _) = call(&app, "POST", "/_control/batches/0/state", force).await;
+        assert_eq!(status, StatusCode::OK);
+        wait_for_state(&app, 0, "recovering").await;
+        call(&app, "POST", "/_control/restart", r#"{"recovery":false}"#).await;
+        let (_, list) = call(&app, "GET", "/batches", "").await;
+        assert_eq!(list["total"], 0);
+        let (_, stats) = call(&app, "GET", "/_control/stats", "").await;
+        assert_eq!(stats["posts"], 2);
+        assert_eq!(stats["batches"][0]["state"], "recovering");
+    }
+}
