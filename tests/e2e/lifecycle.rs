@@ -22,7 +22,8 @@ async fn timeout_seconds_exceeded_deletes_the_livy_batch() {
     })
     .await;
     let out = sfn.finish(&ex, Duration::from_secs(30)).await;
-    assert_eq!(out.status, ExecutionStatus::TimedOut, "{out:?}");
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("States.Timeout"), "{out:?}");
     let stats = livy
         .until("the batch deleted", Duration::from_secs(20), |s| {
             batches(s).iter().all(|b| b["deleted"] == true)
