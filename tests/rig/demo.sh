@@ -8,7 +8,11 @@ bin="$root/target/debug"
 work=$(mktemp -d "${TMPDIR:-/tmp}/spark-demo.XXXXXX")
 pids=()
 cleanup() {
+  # The worker lets open polls return before it exits (up to 60 s, so no task is lost); this
+  # demo's activity has no other executions, so a second signal may end it at once.
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 2
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
