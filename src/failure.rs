@@ -167,3 +167,22 @@ mod tests {
         assert_eq!(f.cause.len(), MAX_CAUSE_CHARS);
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::ErrorName;
+
+    /// The README's error table is the public list: it must name exactly these, in this order.
+    #[test]
+    fn readme_error_table_lists_every_name() {
+        let readme = include_str!("../README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("## Error names"))
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let names: Vec<&str> = ErrorName::ALL.iter().map(|n| n.as_str()).collect();
+        assert_eq!(table, names);
+    }
+}

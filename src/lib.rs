@@ -14,10 +14,12 @@
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
 //! - [`failure`]: the public error names and the `cause` size rules.
 //! - [`backoff`]: retry delays.
+//! - [`failpoint`]: test hooks, compiled only with the `failpoints` feature.
 
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod failpoint;
 pub mod failure;
 pub mod health;
 pub mod input;

@@ -259,6 +259,7 @@ impl Supervisor<'_> {
             .in_flight
             .update(self.key, |r| r.batch_id = Some(id));
         info!(batch_name = %request.name, livy = %livy.base(), "batch submitted");
+        crate::failpoint::hit("panic-after-submit");
 
         let mut seen = Seen::default();
         seen.update(&batch);

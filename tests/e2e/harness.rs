@@ -325,6 +325,16 @@ pub struct Worker {
 impl Worker {
     /// Starts `spark-activity-worker run` with fast test intervals plus `extra` flags.
     pub fn start(dir: &Path, activity: &str, livy: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, activity, livy, extra, &[])
+    }
+
+    pub fn start_with_env(
+        dir: &Path,
+        activity: &str,
+        livy: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = dir.join(format!("worker-{}.log", suffix()));
         let file = std::fs::File::create(&log).expect("worker log");
         let child = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
@@ -332,6 +342,7 @@ impl Worker {
             .args(["--sync-interval", "300ms", "--heartbeat-interval", "1s"])
             .args(["--log-level", "info,spark_activity_worker=debug"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)

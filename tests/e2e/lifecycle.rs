@@ -232,3 +232,41 @@ async fn second_signal_exits_at_once_with_a_non_zero_code() {
     let status = worker.exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(130));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_supervisor_is_reported_and_its_batch_deleted() {
+    let dir = scratch("panic");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("panic").await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let worker = Worker::start_with_env(
+        &dir,
+        &activity,
+        &livy.url,
+        &[],
+        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "panic-after-submit")],
+    );
+
+    let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("Worker.Panicked"));
+    let cause = out.cause.unwrap_or_default();
+    assert!(
+        cause.contains("failpoint panic-after-submit") && cause.contains("was deleted"),
+        "{cause}"
+    );
+    let stats = livy.stats().await;
+    assert_eq!(stats["deletes"], 1, "{stats:#}");
+    // The worker survives its task's panic and keeps polling.
+    let ex2 = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    assert_eq!(
+        sfn.finish(&ex2, Duration::from_secs(30))
+            .await
+            .error
+            .as_deref(),
+        Some("Worker.Panicked")
+    );
+    assert!(worker.log_text().contains("supervisor panicked"));
+}

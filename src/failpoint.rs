@@ -1,0 +1,16 @@
+//! Test hooks. With the `failpoints` feature, `hit(name)` acts when the comma-separated
+//! `SPARK_ACTIVITY_WORKER_FAILPOINTS` names it; without the feature it compiles to nothing, so a
+//! normal build exposes no way to make the worker misbehave.
+
+/// Panics at the named point when the failpoint is enabled (feature `failpoints` only).
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    let enabled = std::env::var("SPARK_ACTIVITY_WORKER_FAILPOINTS").unwrap_or_default();
+    if enabled.split(',').any(|n| n.trim() == name) {
+        panic!("failpoint {name}");
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
