@@ -270,3 +270,24 @@ async fn a_panic_in_a_supervisor_is_reported_and_its_batch_deleted() {
     );
     assert!(worker.log_text().contains("supervisor panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_livy_refuses_fails_as_livy_rejected() {
+    let dir = scratch("rejected");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &["--local-dir-whitelist", "/srv/spark-apps"]).await;
+    let activity = sfn.activity("rejected").await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
+
+    let ex = sfn.start(&sm, &json!({"File": "file:///etc/passwd"})).await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("Livy.Rejected"));
+    let cause = out.cause.unwrap_or_default();
+    assert!(
+        cause.contains("cannot be added to user sessions"),
+        "{cause}"
+    );
+    assert_eq!(livy.stats().await["posts"], 1, "a 4xx is not retried");
+}
