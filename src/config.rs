@@ -1,5 +1,6 @@
 //! Command line and environment: one clap struct, `env` on every flag, validated at start.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -17,6 +18,17 @@ pub struct Cli {
 pub enum Command {
     /// Poll the activities and supervise their Spark batches until stopped by SIGTERM/SIGINT.
     Run(RunArgs),
+}
+
+/// What SIGTERM does with the tasks being supervised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShutdownMode {
+    /// Leave the batches running; the restarted worker resumes them from the journal.
+    Detach,
+    /// Supervise until the tasks end or --drain-timeout passes, then detach the rest.
+    Wait,
+    /// Delete the batches and report Worker.ShuttingDown (decommissioning a cluster).
+    Kill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,10 +104,31 @@ pub struct RunArgs {
           value_parser = parse_log_level)]
     pub log_level: String,
 
-    /// After SIGTERM, how long supervised tasks may run on before the worker exits and leaves them.
+    /// With --shutdown-mode wait: how long supervised tasks may run on after SIGTERM before the
+    /// worker detaches from them and exits.
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_DRAIN_TIMEOUT",
           default_value = "30s", value_parser = parse_duration_or_zero)]
     pub drain_timeout: Duration,
+
+    /// Directory of the journal of in-flight tasks (private to the worker's user).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SPARK_ACTIVITY_WORKER_STATE_DIR",
+        default_value = "/var/lib/spark-activity-worker"
+    )]
+    pub state_dir: PathBuf,
+
+    /// What SIGTERM does with running tasks: detach (leave batches to the restarted worker),
+    /// wait (drain up to --drain-timeout, then detach), kill (delete batches, report failure).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        env = "SPARK_ACTIVITY_WORKER_SHUTDOWN_MODE",
+        default_value = "detach"
+    )]
+    pub shutdown_mode: ShutdownMode,
 }
 
 impl RunArgs {
@@ -239,6 +272,8 @@ mod tests {
         assert_eq!(a.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(a.drain_timeout, Duration::from_secs(30));
         assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.shutdown_mode, ShutdownMode::Detach);
+        assert_eq!(a.state_dir, PathBuf::from("/var/lib/spark-activity-worker"));
         assert_eq!(a.allowed_hosts(), vec!["localhost".to_owned()]);
         assert!(a.validate().is_ok());
     }

@@ -1,22 +1,28 @@
-//! Composition root: builds the clients, starts the Livy probe and the pollers, and runs the
-//! shutdown sequence (stop polling → let open polls return → drain tasks → exit).
+//! Composition root: builds the clients, resumes the journal, starts the Livy probe and the
+//! pollers, and runs the shutdown sequence (stop polling → let open polls return → detach, drain
+//! or kill the tasks, as `--shutdown-mode` says → exit).
 
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, ShutdownMode};
 use crate::health;
+use crate::journal::Journal;
 use crate::livy::LivyClient;
 use crate::poller::Poller;
 use crate::sfn::SfnClient;
-use crate::supervisor::{Context, InFlight, Settings};
+use crate::supervisor::{self, Context, InFlight, Settings};
 
-/// Runs until `shutdown` is cancelled and the drain is over.
-pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs until `shutdown` is cancelled and the shutdown sequence is over.
+pub async fn run(
+    args: RunArgs,
+    journal: Journal,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let livy = LivyClient::new(args.livy_url.clone())?;
     let sfn = SfnClient::from_env().await;
     let worker_name: Arc<str> = args.worker_name().into();
@@ -31,6 +37,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             livy_retry_timeout: args.livy_retry_timeout,
         },
         in_flight: InFlight::default(),
+        journal: journal.clone(),
+        detach: CancellationToken::new(),
+        kill: CancellationToken::new(),
     });
 
     let (livy_up_tx, livy_up) = watch::channel(false);
@@ -44,6 +53,23 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let slots = Arc::new(Semaphore::new(args.max_concurrent_tasks as usize));
     let tasks = TaskTracker::new();
     let pollers = TaskTracker::new();
+
+    // Resume every journaled task before taking new ones.
+    let entries = journal.load()?;
+    let resumed = entries.len();
+    for (key, entry) in entries {
+        // Resumed tasks take slots too; more journaled tasks than slots still all resume.
+        let permit = slots.clone().try_acquire_owned().ok();
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            supervisor::resume(ctx, key, entry).await;
+            drop(permit);
+        });
+    }
+    if resumed > 0 {
+        info!(tasks = resumed, "resuming tasks from the journal");
+    }
+
     for arn in &args.activity_arns {
         let activity: Arc<str> = arn.as_str().into();
         for _ in 0..args.pollers_per_activity {
@@ -74,29 +100,36 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     tasks.close();
     info!(
         tasks = ctx.in_flight.snapshot().len(),
-        drain_timeout = %humantime::format_duration(args.drain_timeout),
-        "stopped polling; draining supervised tasks"
+        mode = ?args.shutdown_mode,
+        "stopped polling; waiting for open polls to return"
     );
-    // Polls already open can still deliver a task (within the service's 60 s); wait for them:
-    // each such task is failed at once with Worker.ShuttingDown rather than lost.
-    let drain = async {
-        if tokio::time::timeout(args.drain_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            for (token, r) in ctx.in_flight.snapshot() {
-                warn!(
-                    token = %token,
-                    activity = %r.activity,
-                    batch_id = ?r.batch_id,
-                    batch_name = r.batch_name.as_deref().unwrap_or("-"),
-                    livy = r.livy_url.as_deref().unwrap_or("-"),
-                    "drain timeout: leaving this task's batch running"
-                );
-            }
+    // Polls already open can still deliver a task (within the service's 60 s); they are waited
+    // for in every mode, and each task they bring is failed at once with Worker.ShuttingDown.
+    match args.shutdown_mode {
+        ShutdownMode::Detach => pollers.wait().await,
+        ShutdownMode::Wait => {
+            let drain = async {
+                let _ = tokio::time::timeout(args.drain_timeout, tasks.wait()).await;
+            };
+            tokio::join!(pollers.wait(), drain);
         }
-    };
-    tokio::join!(pollers.wait(), drain);
+        ShutdownMode::Kill => {
+            ctx.kill.cancel();
+            tokio::join!(pollers.wait(), tasks.wait());
+        }
+    }
+    for (token, r) in ctx.in_flight.snapshot() {
+        info!(
+            token = %token,
+            activity = %r.activity,
+            batch_id = ?r.batch_id,
+            batch_name = r.batch_name.as_deref().unwrap_or("-"),
+            livy = r.livy_url.as_deref().unwrap_or("-"),
+            "leaving this task's batch running; the journal keeps it for the next start"
+        );
+    }
+    ctx.detach.cancel();
+    tasks.wait().await;
     stop_probe.cancel();
     let _ = probe.await;
     info!("worker stopped");

@@ -2,11 +2,17 @@
 //! `SPARK_ACTIVITY_WORKER_FAILPOINTS` names it; without the feature it compiles to nothing, so a
 //! normal build exposes no way to make the worker misbehave.
 
-/// Panics at the named point when the failpoint is enabled (feature `failpoints` only).
+/// Acts at the named point when the failpoint is enabled (feature `failpoints` only): a
+/// `crash-*` point aborts the process on the spot (no destructor, no flush: like SIGKILL), any
+/// other point panics.
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     let enabled = std::env::var("SPARK_ACTIVITY_WORKER_FAILPOINTS").unwrap_or_default();
     if enabled.split(',').any(|n| n.trim() == name) {
+        if name.starts_with("crash-") {
+            eprintln!("failpoint {name}: aborting");
+            std::process::abort();
+        }
         panic!("failpoint {name}");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`poller`]: capacity permit → `GetActivityTask` → supervisor.
 //! - [`supervisor`]: one task: validate, submit, sync, heartbeat, report exactly once.
 //! - [`input`]: task input shapes and validation.
+//! - [`journal`]: crash-safe record of in-flight tasks, resumed at start.
 //! - [`livy`]: Livy batch API client.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
 //! - [`failure`]: the public error names and the `cause` size rules.
@@ -23,6 +24,7 @@ pub mod failpoint;
 pub mod failure;
 pub mod health;
 pub mod input;
+pub mod journal;
 pub mod livy;
 pub mod poller;
 pub mod sfn;

@@ -53,8 +53,8 @@ impl LivyError {
 }
 
 /// `POST /batches` body. Only fields Livy knows; absent lists and maps are omitted, never `null`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct CreateBatch {
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none")]

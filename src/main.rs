@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 use spark_activity_worker::config::{Cli, Command, one_line};
+use spark_activity_worker::journal::Journal;
 use spark_activity_worker::{daemon, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,13 @@ fn main() -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
+    let journal = match Journal::open(&args.state_dir) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: --state-dir {e}");
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init(args.log_format, &args.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +47,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let graceful = CancellationToken::new();
         tokio::select! {
-            result = daemon::run(args, graceful.clone()) => match result {
+            result = daemon::run(args, journal, graceful.clone()) => match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "worker failed");

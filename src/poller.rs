@@ -61,7 +61,7 @@ impl Poller {
                     errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
                     if self.shutdown.is_cancelled() {
                         info!(token = %task.token, "task arrived during shutdown; failing it as Worker.ShuttingDown");
-                        supervisor::refuse(&self.ctx.sfn, &self.activity, &task).await;
+                        supervisor::refuse(&self.ctx, &self.activity, &task).await;
                         drop(permit);
                         return;
                     }

@@ -1,5 +1,6 @@
-//! One supervisor per delivered task: validate, submit the Livy batch, sync its state and send
-//! heartbeats until it ends, then report exactly once — whatever happens, a panic included.
+//! One supervisor per delivered task: validate, journal, submit the Livy batch, sync its state
+//! and send heartbeats until it ends, then report exactly once — whatever happens, a panic
+//! included. A task resumed from the journal after a restart takes the same path.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -10,19 +11,20 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use serde_json::json;
 use tokio::time::{MissedTickBehavior, sleep};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use url::Url;
 
 use crate::backoff;
+use crate::failpoint;
 use crate::failure::{ErrorName, Failure};
-use crate::input::{self, InvalidInput, TaskInput};
+use crate::input::{self, InvalidInput};
+use crate::journal::{Entry, Journal, Report};
 use crate::livy::{Batch, BatchState, CreateBatch, LivyClient};
 use crate::sfn::{SfnClient, SfnError, Task, TaskToken};
 
 /// How many log lines a failure cause carries (Livy keeps about 200).
 const LOG_TAIL_LINES: u32 = 200;
-/// How long a final report is retried before the worker gives up and logs it as lost.
-const REPORT_RETRY_WINDOW: Duration = Duration::from_secs(15 * 60);
 const NO_BATCH: i64 = -1;
 
 /// Settings every supervisor shares.
@@ -36,13 +38,18 @@ pub struct Settings {
     pub livy_retry_timeout: Duration,
 }
 
-/// What supervisors need: the two clients, settings, and the table of tasks in flight.
+/// What supervisors need: the clients, settings, the journal, and the shutdown switches.
 #[derive(Debug)]
 pub struct Context {
     pub sfn: SfnClient,
     pub livy: LivyClient,
     pub settings: Settings,
     pub in_flight: InFlight,
+    pub journal: Journal,
+    /// Stop supervising and leave every batch to the next start (the journal keeps the tasks).
+    pub detach: CancellationToken,
+    /// Decommission: delete every batch and report `Worker.ShuttingDown`.
+    pub kill: CancellationToken,
 }
 
 /// The tasks being supervised, for the shutdown log ("leaving batch 7 running").
@@ -95,134 +102,252 @@ enum Outcome {
     Failure(Failure),
     /// Step Functions closed the task (timeout, stopped execution): nothing to report.
     Gone,
+    /// The worker is stopping in detach mode: the journal keeps the task for the next start.
+    Detached,
 }
 
-/// Supervises one task to its single report. Never panics: a panic inside becomes `Worker.Panicked`.
+/// Supervises a newly delivered task to its single report. Never panics.
 pub async fn supervise(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
     let key = task.token.short_hash();
-    let span = info_span!("task", activity = %activity_name(&activity), token = %key, batch_id = tracing::field::Empty);
-    ctx.in_flight.insert(
-        key.clone(),
-        Running {
-            activity: activity.clone(),
-            batch_name: None,
-            batch_id: None,
-            livy_url: None,
-        },
-    );
+    let span = task_span(&activity, &key);
     async {
-        let sup = Supervisor {
-            ctx: &ctx,
-            key: &key,
-            token: &task.token,
-            batch_id: AtomicI64::new(NO_BATCH),
-            livy: Mutex::new(None),
-        };
         info!("task received");
-        let outcome = match AssertUnwindSafe(sup.run(&task.input)).catch_unwind().await {
-            Ok(outcome) => outcome,
-            Err(panic) => sup.panicked(panic_message(panic.as_ref())).await,
+        let job = match prepare(&ctx, &activity, &task) {
+            Ok(job) => job,
+            Err(InvalidInput(msg)) => {
+                warn!(cause = %msg, "invalid task input");
+                let failure = Failure::new(ErrorName::InvalidInput, msg);
+                deliver(&ctx, &key, &task.token, &Outcome::Failure(failure)).await;
+                return;
+            }
         };
-        report(&ctx.sfn, &task.token, outcome).await;
+        // Journal before POST: whatever kills the worker from here on, the next start resumes it.
+        job.save(&ctx).await;
+        run(&ctx, job).await;
     }
     .instrument(span)
     .await;
-    ctx.in_flight.remove(&key);
+}
+
+/// Resumes a task from the journal after a restart: deliver its pending report, or adopt its
+/// batch (by id, or by its unique name), or submit it if Livy never received it.
+pub async fn resume(ctx: Arc<Context>, key: String, entry: Entry) {
+    let activity: Arc<str> = entry.activity_arn.as_str().into();
+    let span = task_span(&activity, &key);
+    async {
+        let token = TaskToken::new(entry.task_token.as_str());
+        if let Some(report) = &entry.report {
+            info!("resuming: delivering the journaled report");
+            let outcome = match report {
+                Report::Success { output } => Outcome::Success(output.clone()),
+                Report::Failure { error, cause } => match Report::as_failure(error, cause) {
+                    Some(f) => Outcome::Failure(f),
+                    None => Outcome::Failure(Failure::new(ErrorName::Lost, format!("{error}: {cause}"))),
+                },
+            };
+            deliver(&ctx, &key, &token, &outcome).await;
+            return;
+        }
+        let livy = match Url::parse(&entry.livy_url) {
+            Ok(url) => ctx.livy.at(url),
+            Err(e) => {
+                error!(error = %e, "journal entry has a bad Livy URL");
+                let f = Failure::new(ErrorName::Lost, format!("journal entry has a bad Livy URL: {e}"));
+                deliver(&ctx, &key, &token, &Outcome::Failure(f)).await;
+                return;
+            }
+        };
+        info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal");
+        let job = Job::new(key.clone(), token, activity.clone(), livy, entry, true);
+        run(&ctx, job).await;
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Fails a task without running it: it arrived while the worker was shutting down.
-pub async fn refuse(sfn: &SfnClient, activity: &str, task: &Task) {
-    let span = info_span!("task", activity = %activity_name(activity), token = %task.token);
+pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
+    let key = task.token.short_hash();
     let failure = Failure::new(
         ErrorName::ShuttingDown,
         "the worker was shutting down when this task arrived; it never reached Livy and can be retried",
     );
-    report(sfn, &task.token, Outcome::Failure(failure))
-        .instrument(span)
+    deliver(ctx, &key, &task.token, &Outcome::Failure(failure))
+        .instrument(task_span(activity, &key))
         .await;
 }
 
-struct Supervisor<'a> {
-    ctx: &'a Context,
-    key: &'a str,
-    token: &'a TaskToken,
-    /// Shared by the heartbeat and sync halves, which run concurrently in this one task.
-    batch_id: AtomicI64,
-    livy: Mutex<Option<(LivyClient, String)>>,
+fn task_span(activity: &str, key: &str) -> tracing::Span {
+    info_span!("task", activity = %activity_name(activity), token = %key, batch_id = tracing::field::Empty)
 }
 
-impl Supervisor<'_> {
-    async fn run(&self, raw_input: &str) -> Outcome {
-        let (livy, input) = match self.prepare(raw_input) {
-            Ok(v) => v,
-            Err(InvalidInput(msg)) => {
-                warn!(cause = %msg, "invalid task input");
-                return Outcome::Failure(Failure::new(ErrorName::InvalidInput, msg));
+/// Input → a job ready to submit. Task input may only name allowed Livy hosts.
+fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Job, InvalidInput> {
+    let input = input::parse(&task.input)?;
+    let livy = match &input.livy {
+        None => ctx.livy.clone(),
+        Some((host, port)) => {
+            if !ctx.settings.allowed_hosts.iter().any(|h| h == host) {
+                return Err(InvalidInput(format!(
+                    "LivyHost {host:?} is not allowed by this worker (allowed: {}); see --allowed-livy-host",
+                    ctx.settings.allowed_hosts.join(", ")
+                )));
             }
-        };
-        let user_name = input.job.name.clone();
-        let batch_name = batch_name(user_name.as_deref(), self.token);
-        let request = match input.job.to_request(
-            batch_name.clone(),
-            self.ctx.settings.default_file.as_deref(),
-        ) {
-            Ok(r) => r,
-            Err(InvalidInput(msg)) => {
-                warn!(cause = %msg, "invalid task input");
-                return Outcome::Failure(Failure::new(ErrorName::InvalidInput, msg));
+            let mut url: Url = ctx.livy.base().clone();
+            if url.set_host(Some(host)).is_err() || url.set_port(Some(*port)).is_err() {
+                return Err(InvalidInput(format!(
+                    "LivyHost/LivyPort {host}:{port} do not form a URL"
+                )));
             }
-        };
-        if let Ok(mut slot) = self.livy.lock() {
-            *slot = Some((livy.clone(), batch_name.clone()));
+            ctx.livy.at(url)
         }
-        self.ctx.in_flight.update(self.key, |r| {
-            r.batch_name = Some(batch_name.clone());
-            r.livy_url = Some(livy.base().to_string());
-        });
-        tokio::select! {
-            biased;
-            gone = self.heartbeats() => {
-                info!(reason = %gone, "step functions closed the task; deleting its batch");
-                self.delete_batch().await;
-                Outcome::Gone
-            }
-            outcome = self.drive(&livy, &request, user_name) => outcome,
+    };
+    let name = input.job.name.clone();
+    let request = input.job.to_request(
+        batch_name(name.as_deref(), &task.token),
+        ctx.settings.default_file.as_deref(),
+    )?;
+    let entry = Entry::new(
+        task.token.secret().to_owned(),
+        activity.to_string(),
+        livy.base().to_string(),
+        name,
+        request,
+    );
+    Ok(Job::new(
+        task.token.short_hash(),
+        task.token.clone(),
+        activity.clone(),
+        livy,
+        entry,
+        false,
+    ))
+}
+
+/// Runs a job to its outcome (catching panics) and delivers it.
+async fn run(ctx: &Context, job: Job) {
+    ctx.in_flight.insert(
+        job.key.clone(),
+        Running {
+            activity: job.activity.clone(),
+            batch_name: Some(job.request.name.clone()),
+            batch_id: job.stored_id(),
+            livy_url: Some(job.livy.base().to_string()),
+        },
+    );
+    let outcome = match AssertUnwindSafe(job.supervise(ctx)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => job.panicked(ctx, panic_message(panic.as_ref())).await,
+    };
+    match &outcome {
+        Outcome::Detached => info!("detached: the batch runs on; the next start resumes this task"),
+        Outcome::Gone => forget(ctx, &job.key).await,
+        Outcome::Success(_) | Outcome::Failure(_) => {
+            // Journal the decision first: a report that fails now is retried after a restart.
+            job.update(ctx, |e| {
+                e.report = Some(match &outcome {
+                    Outcome::Success(output) => Report::Success {
+                        output: output.clone(),
+                    },
+                    Outcome::Failure(f) => Report::failure(f),
+                    Outcome::Gone | Outcome::Detached => unreachable!("matched above"),
+                });
+            })
+            .await;
+            failpoint::hit("crash-before-report");
+            deliver(ctx, &job.key, &job.token, &outcome).await;
+        }
+    }
+    ctx.in_flight.remove(&job.key);
+}
+
+/// One task's supervision state. `entry` mirrors its journal file.
+struct Job {
+    key: String,
+    token: TaskToken,
+    activity: Arc<str>,
+    livy: LivyClient,
+    request: CreateBatch,
+    entry: Mutex<Entry>,
+    /// Shared by the heartbeat and sync halves, which run concurrently in this one task.
+    batch_id: AtomicI64,
+    /// Came from the journal: the batch may exist already, so look it up before any POST.
+    resumed: bool,
+}
+
+impl Job {
+    fn new(
+        key: String,
+        token: TaskToken,
+        activity: Arc<str>,
+        livy: LivyClient,
+        entry: Entry,
+        resumed: bool,
+    ) -> Self {
+        Job {
+            key,
+            token,
+            activity,
+            livy,
+            request: entry.request.clone(),
+            batch_id: AtomicI64::new(entry.batch_id.unwrap_or(NO_BATCH)),
+            entry: Mutex::new(entry),
+            resumed,
         }
     }
 
-    /// Input → (Livy to use, validated job). Task input may only name allowed hosts.
-    fn prepare(&self, raw: &str) -> Result<(LivyClient, TaskInput), InvalidInput> {
-        let input = input::parse(raw)?;
-        let livy = match &input.livy {
-            None => self.ctx.livy.clone(),
-            Some((host, port)) => {
-                if !self.ctx.settings.allowed_hosts.iter().any(|h| h == host) {
-                    return Err(InvalidInput(format!(
-                        "LivyHost {host:?} is not allowed by this worker (allowed: {}); see --allowed-livy-host",
-                        self.ctx.settings.allowed_hosts.join(", ")
-                    )));
-                }
-                let mut url: Url = self.ctx.livy.base().clone();
-                let ok = url.set_host(Some(host)).is_ok() && url.set_port(Some(*port)).is_ok();
-                if !ok {
-                    return Err(InvalidInput(format!(
-                        "LivyHost/LivyPort {host}:{port} do not form a URL"
-                    )));
-                }
-                self.ctx.livy.at(url)
+    fn stored_id(&self) -> Option<i64> {
+        Some(self.batch_id.load(Ordering::SeqCst)).filter(|id| *id != NO_BATCH)
+    }
+
+    fn entry(&self) -> Option<Entry> {
+        self.entry.lock().ok().map(|e| e.clone())
+    }
+
+    /// Changes the entry and writes it to the journal.
+    async fn update(&self, ctx: &Context, change: impl FnOnce(&mut Entry)) {
+        if let Ok(mut e) = self.entry.lock() {
+            change(&mut e);
+        }
+        self.save(ctx).await;
+    }
+
+    async fn save(&self, ctx: &Context) {
+        let Some(entry) = self.entry() else { return };
+        if let Err(e) = ctx.journal.put(&self.key, &entry).await {
+            // The task still runs; only its crash safety is lost. Loud, since an operator must act.
+            error!(error = %e, "could not write the journal entry; this task will not survive a restart");
+        }
+    }
+
+    async fn supervise(&self, ctx: &Context) -> Outcome {
+        tokio::select! {
+            biased;
+            () = ctx.detach.cancelled() => Outcome::Detached,
+            () = ctx.kill.cancelled() => {
+                let deleted = self.delete_batch(ctx).await;
+                Outcome::Failure(Failure::new(
+                    ErrorName::ShuttingDown,
+                    format!("the worker was decommissioned (--shutdown-mode kill){}", deleted.map(|id| format!("; batch {id} was deleted")).unwrap_or_default()),
+                ))
             }
-        };
-        Ok((livy, input))
+            gone = self.heartbeats(ctx) => {
+                info!(reason = %gone, "step functions closed the task; deleting its batch");
+                self.delete_batch(ctx).await;
+                Outcome::Gone
+            }
+            outcome = self.drive(ctx) => outcome,
+        }
     }
 
     /// Sends a heartbeat every interval; returns only when Step Functions says the task is gone.
-    async fn heartbeats(&self) -> String {
-        let interval = self.ctx.settings.heartbeat_interval;
+    async fn heartbeats(&self, ctx: &Context) -> String {
+        let interval = ctx.settings.heartbeat_interval;
         loop {
             sleep(interval).await;
             let mut delays = backoff::delays(Duration::from_millis(500), interval);
             loop {
-                match self.ctx.sfn.heartbeat(self.token).await {
+                match ctx.sfn.heartbeat(&self.token).await {
                     Ok(()) => {
                         debug!("heartbeat sent");
                         break;
@@ -239,45 +364,58 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Submit, then sync until the batch ends; the terminal outcome.
-    async fn drive(
-        &self,
-        livy: &LivyClient,
-        request: &CreateBatch,
-        user_name: Option<String>,
-    ) -> Outcome {
-        let submitted_at = SystemTime::now();
-        let started = Instant::now();
-        let batch = match self.submit(livy, request).await {
-            Ok(b) => b,
-            Err(f) => return Outcome::Failure(f),
+    /// Submit (or adopt), then sync until the batch ends; the terminal outcome.
+    async fn drive(&self, ctx: &Context) -> Outcome {
+        let livy = &self.livy;
+        let name = &self.request.name;
+        let (id, mut seen, sync_now) = match self.stored_id() {
+            Some(id) => {
+                let last = self
+                    .entry()
+                    .and_then(|e| e.last_state)
+                    .unwrap_or_else(|| "starting".into());
+                (id, Seen::with_state(&last), true)
+            }
+            None => {
+                let batch = match self.submit(ctx).await {
+                    Ok(b) => b,
+                    Err(f) => return Outcome::Failure(f),
+                };
+                failpoint::hit("crash-after-submit");
+                self.batch_id.store(batch.id, Ordering::SeqCst);
+                let mut seen = Seen::default();
+                seen.update(&batch);
+                let submitted_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+                self.update(ctx, |e| {
+                    e.batch_id = Some(batch.id);
+                    e.submitted_at.get_or_insert(submitted_at);
+                    e.last_state = Some(batch.state.clone());
+                })
+                .await;
+                info!(batch_id = batch.id, batch_name = %name, livy = %livy.base(), "batch submitted");
+                failpoint::hit("panic-after-submit");
+                (batch.id, seen, false)
+            }
         };
-        let id = batch.id;
-        self.batch_id.store(id, Ordering::SeqCst);
         tracing::Span::current().record("batch_id", id);
-        self.ctx
-            .in_flight
-            .update(self.key, |r| r.batch_id = Some(id));
-        info!(batch_name = %request.name, livy = %livy.base(), "batch submitted");
-        crate::failpoint::hit("panic-after-submit");
+        ctx.in_flight.update(&self.key, |r| r.batch_id = Some(id));
 
-        let mut seen = Seen::default();
-        seen.update(&batch);
-        let mut ticker = tokio::time::interval(self.ctx.settings.sync_interval);
+        let mut ticker = tokio::time::interval(ctx.settings.sync_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticker.tick().await; // the first tick is immediate; the POST reply was the first sync
+        if !sync_now {
+            ticker.tick().await; // the first tick is immediate; the POST reply was the first sync
+        }
         let mut down_since: Option<Instant> = None;
         while !seen.state.is_terminal() {
             ticker.tick().await;
             match livy.batch(id).await {
                 Ok(b) => {
                     down_since = None;
-                    if let Some(other) = b.name.as_deref().filter(|n| *n != request.name) {
+                    if let Some(other) = b.name.as_deref().filter(|n| n != name) {
                         return Outcome::Failure(Failure::new(
                             ErrorName::Lost,
                             format!(
-                                "batch {id} ({}) is gone from Livy: id {id} now names batch {other:?} (Livy restarted and reused ids); last known state {}",
-                                request.name,
+                                "batch {id} ({name}) is gone from Livy: id {id} now names batch {other:?} (Livy restarted and reused ids); last known state {}",
                                 seen.state.as_str()
                             ),
                         ));
@@ -291,29 +429,29 @@ impl Supervisor<'_> {
                             }
                             s => info!(state = s.as_str(), "batch state changed"),
                         }
+                        let state = b.state.clone();
+                        self.update(ctx, |e| e.last_state = Some(state)).await;
                     }
                 }
                 Err(e) if e.is_not_found() => {
                     return Outcome::Failure(Failure::new(
                         ErrorName::Lost,
                         format!(
-                            "batch {id} ({}) vanished from Livy (404) before it ended; last known state {}",
-                            request.name,
+                            "batch {id} ({name}) vanished from Livy (404) before its end was seen; last known state {}",
                             seen.state.as_str()
                         ),
                     ));
                 }
                 Err(e) => {
                     let since = *down_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.ctx.settings.livy_retry_timeout {
+                    if since.elapsed() >= ctx.settings.livy_retry_timeout {
                         return Outcome::Failure(Failure::new(
                             ErrorName::LivyUnavailable,
                             format!(
-                                "livy failed for {} while batch {id} ({}) was {}; the application may still be running: {e}",
+                                "livy failed for {} while batch {id} ({name}) was {}; the application may still be running: {e}",
                                 humantime::format_duration(Duration::from_secs(
                                     since.elapsed().as_secs()
                                 )),
-                                request.name,
                                 seen.state.as_str()
                             ),
                         ));
@@ -323,14 +461,19 @@ impl Supervisor<'_> {
             }
         }
         let finished_at = SystemTime::now();
-        let duration = started.elapsed();
+        let submitted_at = self
+            .entry()
+            .and_then(|e| e.submitted_at)
+            .and_then(|s| humantime::parse_rfc3339(&s).ok())
+            .unwrap_or(finished_at);
+        let duration = finished_at.duration_since(submitted_at).unwrap_or_default();
         info!(state = seen.state.as_str(), "batch finished");
         match &seen.state {
             BatchState::Success => {
                 let output = json!({
                     "batchId": id,
-                    "batchName": request.name,
-                    "name": user_name,
+                    "batchName": name,
+                    "name": self.entry().and_then(|e| e.name),
                     "applicationId": seen.app_id,
                     "state": seen.state.as_str(),
                     "livyUrl": livy.batch_url(id),
@@ -344,44 +487,53 @@ impl Supervisor<'_> {
             }
             BatchState::Killed => {
                 let summary = format!(
-                    "batch {id} ({}) was killed outside this worker{}",
-                    request.name,
+                    "batch {id} ({name}) was killed outside this worker{}",
                     app_suffix(&seen)
                 );
                 Outcome::Failure(Failure::with_log(
                     ErrorName::Killed,
                     &summary,
-                    &self.log_tail(livy, id).await,
+                    &log_tail(livy, id).await,
                 ))
             }
             state => {
                 let summary = format!(
-                    "spark application failed: batch {id} ({}) ended {}{}",
-                    request.name,
+                    "spark application failed: batch {id} ({name}) ended {}{}",
                     state.as_str(),
                     app_suffix(&seen)
                 );
                 Outcome::Failure(Failure::with_log(
                     ErrorName::Failed,
                     &summary,
-                    &self.log_tail(livy, id).await,
+                    &log_tail(livy, id).await,
                 ))
             }
         }
     }
 
-    /// `POST /batches`, retried while Livy is unavailable. Before a retry, the unique name is
-    /// looked up: an earlier POST whose reply was lost may have created the batch.
-    async fn submit(&self, livy: &LivyClient, request: &CreateBatch) -> Result<Batch, Failure> {
-        let window = self.ctx.settings.livy_retry_timeout;
+    /// `POST /batches`, retried while Livy is unavailable. The unique name is looked up before
+    /// any retry, and before the first POST of a resumed task: an earlier POST may have landed.
+    async fn submit(&self, ctx: &Context) -> Result<Batch, Failure> {
+        let livy = &self.livy;
+        let request = &self.request;
+        if !self.resumed {
+            failpoint::hit("crash-before-submit");
+        }
+        let window = ctx.settings.livy_retry_timeout;
         let deadline = Instant::now() + window;
         let mut delays = backoff::delays(Duration::from_millis(500), Duration::from_secs(30));
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = if attempt > 1 {
+            let result = if attempt > 1 || self.resumed {
                 match livy.batch_by_name(&request.name).await {
-                    Ok(b) => return Ok(b),
+                    Ok(b) => {
+                        info!(
+                            batch_id = b.id,
+                            "adopted the batch found under this task's name"
+                        );
+                        return Ok(b);
+                    }
                     Err(e) if e.is_not_found() => livy.create_batch(request).await,
                     Err(e) => Err(e),
                 }
@@ -419,64 +571,47 @@ impl Supervisor<'_> {
         }
     }
 
-    async fn log_tail(&self, livy: &LivyClient, id: i64) -> Vec<String> {
-        for attempt in 0..3u64 {
-            match livy.log_tail(id, LOG_TAIL_LINES).await {
-                Ok(lines) => return lines,
-                Err(e) if e.is_transient() && attempt < 2 => {
-                    sleep(Duration::from_secs(1 + attempt)).await
-                }
-                Err(e) => return vec![format!("(batch log unavailable: {e})")],
-            }
-        }
-        Vec::new()
-    }
-
-    /// The task is gone: stop the batch so it does not run on unsupervised (or twice, after a Retry).
-    async fn delete_batch(&self) {
-        let Some((livy, name)) = self.livy.lock().ok().and_then(|l| l.clone()) else {
-            return;
-        };
-        let mut id = self.batch_id.load(Ordering::SeqCst);
-        if id == NO_BATCH {
-            // A POST may have been in flight when the task went away: find it by its unique name.
-            match livy.batch_by_name(&name).await {
-                Ok(b) => id = b.id,
-                Err(e) if e.is_not_found() => return,
+    /// Stops the batch so it does not run on unsupervised (or twice, after a Retry). Returns the
+    /// id of the batch deleted, if any.
+    async fn delete_batch(&self, ctx: &Context) -> Option<i64> {
+        let livy = &self.livy;
+        let id = match self.stored_id() {
+            Some(id) => id,
+            // A POST may have been in flight: find the batch by its unique name.
+            None => match livy.batch_by_name(&self.request.name).await {
+                Ok(b) => b.id,
+                Err(e) if e.is_not_found() => return None,
                 Err(e) => {
-                    warn!(error = %e, batch_name = %name, "could not look up the batch to delete it");
-                    return;
+                    warn!(error = %e, batch_name = %self.request.name, "could not look up the batch to delete it");
+                    return None;
                 }
-            }
-        }
+            },
+        };
         let mut delays = backoff::delays(Duration::from_millis(500), Duration::from_secs(10));
-        let deadline = Instant::now() + self.ctx.settings.livy_retry_timeout;
+        let deadline = Instant::now() + ctx.settings.livy_retry_timeout;
         loop {
             match livy.delete_batch(id).await {
                 Ok(()) => {
                     info!(batch_id = id, "batch deleted");
-                    return;
+                    return Some(id);
                 }
-                Err(e) if e.is_not_found() => return,
+                Err(e) if e.is_not_found() => return None,
                 Err(e) if e.is_transient() && Instant::now() < deadline => {
                     sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
                 }
                 Err(e) => {
                     error!(batch_id = id, error = %e, "could not delete the batch; it may still be running");
-                    return;
+                    return None;
                 }
             }
         }
     }
 
-    async fn panicked(&self, msg: String) -> Outcome {
+    async fn panicked(&self, ctx: &Context, msg: String) -> Outcome {
         error!(panic = %msg, "supervisor panicked");
-        let batch = self.batch_id.load(Ordering::SeqCst);
-        let note = if batch == NO_BATCH {
-            String::new()
-        } else {
-            self.delete_batch().await;
-            format!("; its batch {batch} was deleted")
+        let note = match self.delete_batch(ctx).await {
+            Some(id) => format!("; its batch {id} was deleted"),
+            None => String::new(),
         };
         Outcome::Failure(Failure::new(
             ErrorName::Panicked,
@@ -485,32 +620,58 @@ impl Supervisor<'_> {
     }
 }
 
-/// Reports the outcome, retrying transient errors until Step Functions accepts it or closes the task.
-async fn report(sfn: &SfnClient, token: &TaskToken, outcome: Outcome) {
-    let deadline = Instant::now() + REPORT_RETRY_WINDOW;
+async fn log_tail(livy: &LivyClient, id: i64) -> Vec<String> {
+    for attempt in 0..3u64 {
+        match livy.log_tail(id, LOG_TAIL_LINES).await {
+            Ok(lines) => return lines,
+            Err(e) if e.is_transient() && attempt < 2 => {
+                sleep(Duration::from_secs(1 + attempt)).await
+            }
+            Err(e) => return vec![format!("(batch log unavailable: {e})")],
+        }
+    }
+    Vec::new()
+}
+
+/// Delivers the outcome, retrying transient errors until Step Functions accepts it or closes the
+/// task; then the journal forgets the task. In detach mode it stops trying: the journal keeps the
+/// report for the next start.
+async fn deliver(ctx: &Context, key: &str, token: &TaskToken, outcome: &Outcome) {
     let mut delays = backoff::delays(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        let result = match &outcome {
-            Outcome::Gone => return,
-            Outcome::Success(output) => sfn.succeed(token, output).await,
-            Outcome::Failure(f) => sfn.fail(token, f).await,
+        let result = match outcome {
+            Outcome::Gone | Outcome::Detached => return,
+            Outcome::Success(output) => ctx.sfn.succeed(token, output).await,
+            Outcome::Failure(f) => ctx.sfn.fail(token, f).await,
         };
-        match (result, &outcome) {
-            (Ok(()), Outcome::Success(_)) => return info!("reported success"),
-            (Ok(()), Outcome::Failure(f)) => return info!(error = %f.error, "reported failure"),
-            (Ok(()), Outcome::Gone) => return,
-            (Err(SfnError::TaskGone(kind)), _) => {
-                return warn!(reason = %kind, "task closed before its outcome could be reported");
+        match result {
+            Ok(()) => {
+                match outcome {
+                    Outcome::Failure(f) => info!(error = %f.error, "reported failure"),
+                    _ => info!("reported success"),
+                }
+                break;
             }
-            (Err(e), _) if Instant::now() >= deadline => {
-                return error!(error = %e, "giving up reporting the outcome; the execution will time out");
+            Err(SfnError::TaskGone(kind)) => {
+                warn!(reason = %kind, "task closed before its outcome could be reported");
+                break;
             }
-            (Err(e), _) => {
+            Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 warn!(error = %e, retry_in = ?delay, "report failed; retrying");
-                sleep(delay).await;
+                tokio::select! {
+                    () = sleep(delay) => {}
+                    () = ctx.detach.cancelled() => return,
+                }
             }
         }
+    }
+    forget(ctx, key).await;
+}
+
+async fn forget(ctx: &Context, key: &str) {
+    if let Err(e) = ctx.journal.remove(key).await {
+        error!(error = %e, "could not remove the journal entry; the next start will report this task again");
     }
 }
 
@@ -525,16 +686,20 @@ struct Seen {
 
 impl Default for Seen {
     fn default() -> Self {
+        Seen::with_state("starting")
+    }
+}
+
+impl Seen {
+    fn with_state(state: &str) -> Self {
         Seen {
-            state: BatchState::Starting,
+            state: BatchState::parse(state),
             app_id: None,
             driver_log_url: None,
             spark_ui_url: None,
         }
     }
-}
 
-impl Seen {
     fn update(&mut self, b: &Batch) {
         self.state = BatchState::parse(&b.state);
         if b.app_id.is_some() {

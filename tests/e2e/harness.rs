@@ -337,8 +337,15 @@ impl Worker {
     ) -> Self {
         let log = dir.join(format!("worker-{}.log", suffix()));
         let file = std::fs::File::create(&log).expect("worker log");
+        // Workers of one test share its state dir, so a restarted worker finds the journal.
+        let state_dir = dir.join("state");
+        let mut defaults = vec!["--state-dir", state_dir.to_str().expect("utf-8 path")];
+        if extra.contains(&"--state-dir") {
+            defaults.clear();
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
             .args(["run", "--activity-arn", activity, "--livy-url", livy])
+            .args(&defaults)
             .args(["--sync-interval", "300ms", "--heartbeat-interval", "1s"])
             .args(["--log-level", "info,spark_activity_worker=debug"])
             .args(extra)
