@@ -22,7 +22,7 @@ unit:
 # Real LocalStack Step Functions + the Livy-compatible server running real spark-submit.
 e2e: deps
 	$(CARGO) build -p livy-server
-	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4
+	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
 test: deps lint unit e2e
 
