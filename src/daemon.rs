@@ -15,7 +15,9 @@ use crate::journal::Journal;
 use crate::livy::LivyClient;
 use crate::poller::Poller;
 use crate::sfn::SfnClient;
+use crate::shutdown::{notify_ready, notify_stopping};
 use crate::supervisor::{self, Context, InFlight, Settings};
+use crate::watchdog::{self, Liveness};
 
 /// Runs until `shutdown` is cancelled and the shutdown sequence is over.
 pub async fn run(
@@ -70,6 +72,9 @@ pub async fn run(
         info!(tasks = resumed, "resuming tasks from the journal");
     }
 
+    let loops = args.activity_arns.len() * args.pollers_per_activity as usize;
+    let liveness = Liveness::new(loops);
+    let mut index = 0;
     for arn in &args.activity_arns {
         let activity: Arc<str> = arn.as_str().into();
         for _ in 0..args.pollers_per_activity {
@@ -82,11 +87,15 @@ pub async fn run(
                     livy_up: livy_up.clone(),
                     shutdown: shutdown.clone(),
                     tasks: tasks.clone(),
+                    liveness: liveness.clone(),
+                    index,
                 }
                 .run(),
             );
+            index += 1;
         }
     }
+    let watchdog = tokio::spawn(watchdog::run(liveness, stop_probe.clone()));
     info!(
         activities = args.activity_arns.len(),
         livy = %redacted(&args.livy_url),
@@ -94,8 +103,10 @@ pub async fn run(
         max_concurrent_tasks = args.max_concurrent_tasks,
         "worker started"
     );
+    notify_ready(&format!("polling {} activities", args.activity_arns.len()));
 
     shutdown.cancelled().await;
+    notify_stopping();
     pollers.close();
     tasks.close();
     info!(
@@ -132,6 +143,7 @@ pub async fn run(
     tasks.wait().await;
     stop_probe.cancel();
     let _ = probe.await;
+    let _ = watchdog.await;
     info!("worker stopped");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: the command line (every flag also an environment variable), validated at start.
 //! - [`telemetry`]: text or JSON logs on stderr.
-//! - [`shutdown`]: SIGTERM/SIGINT — first drains, second aborts.
+//! - [`shutdown`]: SIGTERM/SIGINT — first stops, second aborts — and systemd readiness.
+//! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
 //! - [`daemon`]: composition root and the shutdown sequence.
 //! - [`health`]: Livy health probe; no polling while Livy is down.
 //! - [`poller`]: capacity permit → `GetActivityTask` → supervisor.
@@ -31,6 +32,12 @@ pub mod sfn;
 pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
+pub mod watchdog;
 
-/// The version `--version` prints.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version `--version` prints: the crate version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SPARK_ACTIVITY_WORKER_GIT_REV"),
+    ")"
+);

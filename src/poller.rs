@@ -12,6 +12,10 @@ use tracing::{debug, error, info, warn};
 use crate::backoff;
 use crate::sfn::SfnError;
 use crate::supervisor::{self, Context};
+use crate::watchdog::Liveness;
+
+/// A poll still open after this is wedged: the SDK's attempt timeout (70 s) should have ended it.
+const POLL_WEDGED_AFTER: Duration = Duration::from_secs(80);
 
 /// One poll loop. Several run per activity ARN (`--pollers-per-activity`).
 pub struct Poller {
@@ -25,25 +29,68 @@ pub struct Poller {
     pub shutdown: CancellationToken,
     /// Where supervisors are spawned, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This loop's signs of life for the systemd watchdog, at `index`.
+    pub liveness: Arc<Liveness>,
+    pub index: usize,
 }
 
 impl Poller {
     pub async fn run(mut self) {
+        self.poll_loop().await;
+        self.liveness.ended(self.index);
+    }
+
+    /// Awaits `fut` while telling the watchdog this loop is alive, for at most `wedged_after`.
+    async fn alive<F: Future>(&self, fut: F, wedged_after: Option<Duration>) -> F::Output {
+        tokio::pin!(fut);
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                _ = tick.tick() => {
+                    if wedged_after.is_none_or(|limit| started.elapsed() < limit) {
+                        self.liveness.beat(self.index);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll_loop(&mut self) {
         let mut errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             // Capacity before polling: a token handed to us starts the task's clock at once.
-            let permit = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                () = self.shutdown.cancelled() => return,
-            };
+            let slots = self.slots.clone();
+            let permit = self
+                .alive(
+                    async {
+                        tokio::select! {
+                            p = slots.acquire_owned() => p.ok(),
+                            () = self.shutdown.cancelled() => None,
+                        }
+                    },
+                    None,
+                )
+                .await;
+            let Some(permit) = permit else { return };
             if !*self.livy_up.borrow() {
                 debug!("livy is down; waiting before polling");
-                tokio::select! {
-                    r = self.livy_up.wait_for(|up| *up) => if r.is_err() { return },
-                    () = self.shutdown.cancelled() => return,
+                let mut livy_up = self.livy_up.clone();
+                let up = self
+                    .alive(
+                        async {
+                            tokio::select! {
+                                r = livy_up.wait_for(|up| *up) => r.is_ok(),
+                                () = self.shutdown.cancelled() => false,
+                            }
+                        },
+                        None,
+                    )
+                    .await;
+                if !up {
+                    return;
                 }
             }
             if self.shutdown.is_cancelled() {
@@ -51,12 +98,8 @@ impl Poller {
             }
             debug!(activity = %self.activity, "polling for a task");
             // Not raced against shutdown: dropping this future could lose a delivered task.
-            match self
-                .ctx
-                .sfn
-                .next_task(&self.activity, &self.worker_name)
-                .await
-            {
+            let poll = self.ctx.sfn.next_task(&self.activity, &self.worker_name);
+            match self.alive(poll, Some(POLL_WEDGED_AFTER)).await {
                 Ok(Some(task)) => {
                     errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
                     if self.shutdown.is_cancelled() {
@@ -86,9 +129,19 @@ impl Poller {
                         }
                     }
                     drop(permit);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => return,
+                    let stopped = self
+                        .alive(
+                            async {
+                                tokio::select! {
+                                    () = tokio::time::sleep(delay) => false,
+                                    () = self.shutdown.cancelled() => true,
+                                }
+                            },
+                            None,
+                        )
+                        .await;
+                    if stopped {
+                        return;
                     }
                 }
             }

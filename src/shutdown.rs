@@ -26,3 +26,26 @@ pub async fn signals(graceful: CancellationToken) -> std::io::Result<()> {
     error!(signal = second, "second signal: exiting now");
     Ok(())
 }
+
+/// Tells systemd (`Type=notify`) the worker is ready: config valid, clients built, journal resumed.
+/// Without `NOTIFY_SOCKET` (not under systemd) this does nothing.
+pub fn notify_ready(status: &str) {
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// Tells systemd the worker has begun to stop.
+pub fn notify_stopping() {
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping"),
+    ]);
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}

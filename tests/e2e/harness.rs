@@ -343,7 +343,17 @@ impl Worker {
         if extra.contains(&"--state-dir") {
             defaults.clear();
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
+        let bin = env!("CARGO_BIN_EXE_spark-activity-worker");
+        // systemd sets WATCHDOG_PID to the service's pid along with WATCHDOG_USEC; a shell that
+        // execs the worker knows that pid in advance.
+        let mut command = if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+            let mut c = Command::new("sh");
+            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let child = command
             .args(["run", "--activity-arn", activity, "--livy-url", livy])
             .args(&defaults)
             .args(["--sync-interval", "300ms", "--heartbeat-interval", "1s"])

@@ -5,6 +5,7 @@ mod durability;
 mod harness;
 mod lifecycle;
 mod spark;
+mod systemd;
 
 use std::time::Duration;
 
