@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit e2e demo release clean
+.PHONY: all deps build test lint unit deploy e2e demo release clean
 
 all: build
 
@@ -19,21 +19,30 @@ lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
+# The systemd unit (verify, exposure score), shellcheck, the bootstrap action in a sandbox, cfn-lint.
+deploy: deps
+	$(CARGO) build --bin spark-activity-worker
+	tests/deploy/run.sh target/debug/spark-activity-worker
+
 # Real LocalStack Step Functions + the Livy-compatible server running real spark-submit.
 e2e: deps
 	$(CARGO) build -p livy-server
 	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
-test: deps lint unit e2e
+test: deps lint unit deploy e2e
 
 demo: deps
 	$(CARGO) build --bins --workspace
 	tests/rig/with-localstack.sh tests/rig/demo.sh
 
+# What the bootstrap action downloads: upload target/dist/* to s3://BUCKET/spark-activity-worker/VERSION/.
 release:
 	$(CARGO) build --release --bin spark-activity-worker
-	cd target/release && sha256sum spark-activity-worker > spark-activity-worker.sha256
-	@cat target/release/spark-activity-worker.sha256
+	rm -rf target/dist && mkdir -p target/dist
+	cp target/release/spark-activity-worker systemd/spark-activity-worker.service bootstrap/install.sh target/dist/
+	cd target/dist && sha256sum spark-activity-worker > spark-activity-worker.sha256
+	@target/dist/spark-activity-worker --version
+	@cat target/dist/spark-activity-worker.sha256
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the test rig's Python parts into .cache/ (git-ignored): LocalStack (Step Functions) and
-# pyspark (real spark-submit). Idempotent: a finished install leaves a stamp and is not redone.
+# Installs the test rig into .cache/ (git-ignored): LocalStack (Step Functions), pyspark (real
+# spark-submit) and cfn-lint, each in its own venv; plus shellcheck and systemd-analyze from
+# Debian. Idempotent: a finished install leaves a stamp and is not redone.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache"
@@ -11,6 +12,20 @@ python=${PYTHON:-python3}
 # pull versions that break it, so every troublesome dependency is pinned.
 localstack_pins=("localstack-core[runtime]==4.9.2" "cbor2<5.7" "pyopenssl<24.3" "cryptography<44" "service_identity<24.2")
 pyspark_pins=("pyspark==3.5.*")
+cfn_lint_pins=("cfn-lint==1.*")
+
+# Debian packages for the deployment checks: shellcheck, and systemd-analyze (systemd).
+missing=()
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install these Debian packages first (as root): ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 install_venv() {
   local dir=$1; shift
@@ -29,6 +44,9 @@ install_venv "$cache/localstack" "${localstack_pins[@]}" &
 ls_pid=$!
 install_venv "$cache/pyspark" "${pyspark_pins[@]}" &
 ps_pid=$!
+install_venv "$cache/cfn-lint" "${cfn_lint_pins[@]}" &
+cl_pid=$!
 wait "$ls_pid"
 wait "$ps_pid"
+wait "$cl_pid"
 echo "rig installed in $cache"

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# EMR bootstrap action: installs spark-activity-worker as a systemd service on the primary node.
+#
+# EMR runs bootstrap actions on every node, as user hadoop (with sudo), before Spark and Livy are
+# installed. On other nodes this script does nothing. The worker waits for Livy by itself, so
+# nothing here waits for Livy. Running it twice leaves one correct install.
+#
+# SAW_ROOT (tests only) prefixes every path, so the script can run in a sandbox.
+set -euo pipefail
+
+root=${SAW_ROOT:-}
+name=spark-activity-worker
+
+usage() {
+  cat <<USAGE
+Usage: install.sh --binary-uri S3_URI --activity-arn ARN [options]
+
+Installs ${name} on the EMR primary node (does nothing on other nodes).
+
+Required:
+  --binary-uri URI            where the worker binary is (aws s3 cp source), e.g.
+                              s3://my-bucket/spark-activity-worker/0.1.0/spark-activity-worker
+  --activity-arn ARN          activity to poll (repeatable)
+Options:
+  --sha256 HEX                expected SHA-256 of the binary; install nothing if it differs
+  --unit-uri URI              the systemd unit [default: ${name}.service next to --binary-uri]
+  --livy-url URL              Livy server [default: http://localhost:8998]
+  --max-concurrent-tasks N    tasks supervised at once [worker default: 32]
+  --pollers-per-activity N    long polls per activity [worker default: 2]
+  --default-file URI          application file when a task names none
+                              [default: local:///usr/lib/spark/examples/jars/spark-examples.jar]
+  --allowed-livy-host HOST    another host tasks may name in LivyHost (repeatable)
+  --sync-interval DURATION    batch state sync period [worker default: 10s]
+  --heartbeat-interval DURATION  SendTaskHeartbeat period [worker default: 30s]
+  --livy-retry-timeout DURATION  how long Livy may fail before Livy.Unavailable [worker default: 2m]
+  --shutdown-mode MODE        detach, wait or kill [worker default: detach]
+  --drain-timeout DURATION    drain time in wait mode [worker default: 30s]
+  --log-format FORMAT         text or json [worker default: text]
+  --log-level FILTER          e.g. info or debug [worker default: info]
+  --region REGION             AWS region [default: the instance's region]
+  -h, --help                  this help
+
+Files: /usr/local/bin/${name}, /etc/${name}/env, /etc/systemd/system/${name}.service.
+Logs: journalctl -u ${name}
+USAGE
+}
+
+fail_usage() {
+  echo "install.sh: $1" >&2
+  echo "Try 'install.sh --help'." >&2
+  exit 2
+}
+
+binary_uri="" sha256="" unit_uri=""
+default_file="local:///usr/lib/spark/examples/jars/spark-examples.jar"
+activity_arns=() allowed_hosts=()
+declare -A settings=()
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --binary-uri|--sha256|--unit-uri|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
+    --default-file|--allowed-livy-host|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
+    --shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
+      case "$2" in *$'\n'*|*'"'*|*\\*) fail_usage "$1: value must not contain newlines, quotes or backslashes" ;; esac
+      case "$1" in
+        --binary-uri) binary_uri=$2 ;;
+        --sha256) sha256=$(printf '%s' "$2" | tr 'A-F' 'a-f') ;;
+        --unit-uri) unit_uri=$2 ;;
+        --activity-arn) activity_arns+=("$2") ;;
+        --allowed-livy-host) allowed_hosts+=("$2") ;;
+        --default-file) default_file=$2 ;;
+        *) settings[${1#--}]=$2 ;;
+      esac
+      shift 2 ;;
+    *) fail_usage "unknown argument: $1" ;;
+  esac
+done
+
+[ -n "$binary_uri" ] || fail_usage "--binary-uri is required"
+[ ${#activity_arns[@]} -gt 0 ] || fail_usage "--activity-arn is required"
+if [ -n "$sha256" ] && ! [[ "$sha256" =~ ^[0-9a-f]{64}$ ]]; then
+  fail_usage "--sha256 must be 64 hex digits"
+fi
+[ -n "$unit_uri" ] || unit_uri="${binary_uri%/*}/${name}.service"
+
+instance_json="$root/mnt/var/lib/info/instance.json"
+if ! grep -Eq '"isMaster"[[:space:]]*:[[:space:]]*true' "$instance_json" 2>/dev/null; then
+  echo "${name}: not the primary node (${instance_json}); nothing to install"
+  exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+aws s3 cp --only-show-errors "$binary_uri" "$work/${name}"
+if [ -n "$sha256" ]; then
+  actual=$(sha256sum "$work/${name}" | cut -d' ' -f1)
+  if [ "$actual" != "$sha256" ]; then
+    echo "${name}: checksum mismatch for ${binary_uri}: expected ${sha256}, got ${actual}; nothing installed" >&2
+    exit 1
+  fi
+fi
+chmod 0755 "$work/${name}"
+version=$("$work/${name}" --version) || { echo "${name}: the downloaded binary does not run on this node" >&2; exit 1; }
+aws s3 cp --only-show-errors "$unit_uri" "$work/${name}.service"
+
+join() { local IFS=,; echo "$*"; }
+{
+  echo "# Written by bootstrap/install.sh; every flag of '${name} run' has a variable here."
+  echo "SPARK_ACTIVITY_WORKER_ACTIVITY_ARN=$(join "${activity_arns[@]}")"
+  echo "SPARK_ACTIVITY_WORKER_DEFAULT_FILE=${default_file}"
+  if [ ${#allowed_hosts[@]} -gt 0 ]; then
+    echo "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST=$(join "${allowed_hosts[@]}")"
+  fi
+  for key in livy-url max-concurrent-tasks pollers-per-activity sync-interval heartbeat-interval \
+             livy-retry-timeout shutdown-mode drain-timeout log-format log-level; do
+    if [ -n "${settings[$key]:-}" ]; then
+      var=$(printf '%s' "$key" | tr 'a-z-' 'A-Z_')
+      echo "SPARK_ACTIVITY_WORKER_${var}=${settings[$key]}"
+    fi
+  done
+  if [ -n "${settings[region]:-}" ]; then
+    echo "AWS_REGION=${settings[region]}"
+  fi
+} > "$work/env"
+
+sudo install -D -m 0755 "$work/${name}" "$root/usr/local/bin/${name}"
+sudo install -D -m 0644 "$work/env" "$root/etc/${name}/env"
+sudo install -D -m 0644 "$work/${name}.service" "$root/etc/systemd/system/${name}.service"
+sudo systemctl daemon-reload
+sudo systemctl enable "${name}.service"
+# restart, not start: a second run picks up the new binary and settings (detach mode keeps tasks).
+sudo systemctl restart "${name}.service"
+echo "${name}: installed ${version}; logs: journalctl -u ${name}"

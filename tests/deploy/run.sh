@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Deployment checks: the systemd unit (verify, exposure score), shellcheck on every script, the
+# EMR bootstrap action in a sandbox root, and cfn-lint on the CloudFormation template.
+#   tests/deploy/run.sh [path/to/spark-activity-worker]
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+binary=${1:-$repo/target/debug/spark-activity-worker}
+unit="$repo/systemd/spark-activity-worker.service"
+max_exposure=2.5
+passed=0 failed=0
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+pass() { passed=$((passed + 1)); echo "ok   $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; shift; printf '     %s\n' "$@"; }
+
+# --- systemd unit ------------------------------------------------------------------------------
+# verify checks the ExecStart binary exists: point it at the one just built. It exits 0 on mere
+# warnings (unknown keys), so any output at all is a failure.
+sed "s|^ExecStart=/usr/local/bin/spark-activity-worker|ExecStart=$binary|" "$unit" > "$scratch/spark-activity-worker.service"
+if out=$(systemd-analyze verify "$scratch/spark-activity-worker.service" 2>&1) && [ -z "$out" ]; then pass "systemd-analyze verify"; else fail "systemd-analyze verify" "$out"; fi
+
+security=$(systemd-analyze security --offline=true "$unit" 2>&1)
+score=$(printf '%s\n' "$security" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "     exposure score: ${score:-?} (limit $max_exposure)"
+if [ -n "$score" ] && awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s <= m) }'; then
+  pass "systemd-analyze security exposure $score <= $max_exposure"
+else
+  fail "systemd-analyze security exposure ${score:-unknown} > $max_exposure" "$(printf '%s\n' "$security" | grep '✗')"
+fi
+
+# --- shellcheck ----------------------------------------------------------------------------------
+scripts=("$repo/.ci/run" "$repo"/bootstrap/*.sh "$repo"/tests/rig/*.sh "$repo"/tests/deploy/*.sh)
+if out=$(shellcheck "${scripts[@]}" 2>&1); then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck" "$out"; fi
+
+# --- bootstrap action in a sandbox root -------------------------------------------------------
+# Stubs: `aws s3 cp s3://B/K DEST` copies $FAKE_S3/B/K; sudo runs the command; systemctl logs.
+stubs="$scratch/stubs"
+mkdir -p "$stubs"
+cat > "$stubs/aws" <<'STUB'
+#!/usr/bin/env bash
+[ "$1 $2" = "s3 cp" ] || { echo "stub aws: unexpected $*" >&2; exit 1; }
+shift 2; [ "$1" = --only-show-errors ] && shift
+src=${1#s3://}; cp "$FAKE_S3/$src" "$2"
+STUB
+cat > "$stubs/sudo" <<'STUB'
+#!/usr/bin/env bash
+exec "$@"
+STUB
+cat > "$stubs/systemctl" <<'STUB'
+#!/usr/bin/env bash
+echo "$*" >> "$SAW_ROOT/systemctl.log"
+STUB
+chmod +x "$stubs"/*
+export FAKE_S3="$scratch/s3"
+mkdir -p "$FAKE_S3/bucket/release"
+cp "$binary" "$FAKE_S3/bucket/release/spark-activity-worker"
+cp "$unit" "$FAKE_S3/bucket/release/spark-activity-worker.service"
+good_sha=$(sha256sum "$binary" | cut -d' ' -f1)
+arn=arn:aws:states:us-east-1:123456789012:activity:etl.spark-job
+
+sandbox() { # sandbox NAME IS_MASTER -> prints the root
+  local r="$scratch/root-$1"
+  mkdir -p "$r/mnt/var/lib/info"
+  printf '{"isMaster": %s, "isRunningNameNode": %s}\n' "$2" "$2" > "$r/mnt/var/lib/info/instance.json"
+  echo "$r"
+}
+install_in() { # install_in ROOT ARGS... -> runs the bootstrap action there
+  local r=$1; shift
+  SAW_ROOT="$r" PATH="$stubs:$PATH" bash "$repo/bootstrap/install.sh" "$@"
+}
+tree_of() { (cd "$1" && find . -type f ! -name systemctl.log | sort | xargs sha256sum); }
+
+r=$(sandbox core false)
+before=$(tree_of "$r")
+if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1) \
+   && [ "$(tree_of "$r")" = "$before" ] && [ ! -e "$r/systemctl.log" ]; then
+  pass "bootstrap: a non-primary node is left unchanged"
+else
+  fail "bootstrap: a non-primary node is left unchanged" "$out"
+fi
+
+r=$(sandbox primary true)
+args=(--binary-uri s3://bucket/release/spark-activity-worker --sha256 "$good_sha" --activity-arn "$arn"
+      --activity-arn "${arn}2" --livy-url http://localhost:8998 --max-concurrent-tasks 16 --allowed-livy-host livy.internal)
+if out=$(install_in "$r" "${args[@]}" 2>&1); then
+  expected_env="# Written by bootstrap/install.sh; every flag of 'spark-activity-worker run' has a variable here.
+SPARK_ACTIVITY_WORKER_ACTIVITY_ARN=$arn,${arn}2
+SPARK_ACTIVITY_WORKER_DEFAULT_FILE=local:///usr/lib/spark/examples/jars/spark-examples.jar
+SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST=livy.internal
+SPARK_ACTIVITY_WORKER_LIVY_URL=http://localhost:8998
+SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS=16"
+  problems=()
+  cmp -s "$binary" "$r/usr/local/bin/spark-activity-worker" || problems+=("binary differs")
+  [ -x "$r/usr/local/bin/spark-activity-worker" ] || problems+=("binary not executable")
+  cmp -s "$unit" "$r/etc/systemd/system/spark-activity-worker.service" || problems+=("unit differs")
+  [ "$(cat "$r/etc/spark-activity-worker/env" 2>/dev/null)" = "$expected_env" ] || problems+=("env file: $(cat "$r/etc/spark-activity-worker/env" 2>&1)")
+  [ "$(cat "$r/systemctl.log")" = "daemon-reload
+enable spark-activity-worker.service
+restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "$r/systemctl.log")")
+  if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: the primary gets binary, env file and unit"; else fail "bootstrap: the primary gets binary, env file and unit" "${problems[@]}"; fi
+  first=$(tree_of "$r")
+  if out=$(install_in "$r" "${args[@]}" 2>&1) && [ "$(tree_of "$r")" = "$first" ] \
+     && [ "$(find "$r" -type f ! -name systemctl.log | wc -l)" -eq 4 ]; then
+    pass "bootstrap: a second run leaves the same single install"
+  else
+    fail "bootstrap: a second run leaves the same single install" "$out" "$(find "$r" -type f)"
+  fi
+else
+  fail "bootstrap: the primary gets binary, env file and unit" "$out"
+fi
+
+r=$(sandbox badsum true)
+bad_sha=$(printf '0%.0s' {1..64})
+before=$(tree_of "$r")
+if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --sha256 "$bad_sha" --activity-arn "$arn" 2>&1); then
+  fail "bootstrap: a bad checksum installs nothing" "exit 0: $out"
+elif [ "$(tree_of "$r")" = "$before" ] && [ ! -e "$r/systemctl.log" ] && [[ "$out" == *"checksum mismatch"* ]]; then
+  pass "bootstrap: a bad checksum installs nothing"
+else
+  fail "bootstrap: a bad checksum installs nothing" "$out"
+fi
+
+r=$(sandbox missing true)
+out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ "$out" == *"--activity-arn is required"* ]] && [[ "$out" == *"--help"* ]] && [ ! -e "$r/usr" ]; then
+  pass "bootstrap: a missing argument gives usage and a non-zero exit"
+else
+  fail "bootstrap: a missing argument gives usage and a non-zero exit" "rc=$rc" "$out"
+fi
+
+help=$(bash "$repo/bootstrap/install.sh" --help)
+missing=()
+while read -r a; do
+  # Flags the script passes to other programs are not its own arguments.
+  case "$a" in --only-show-errors|--version) continue ;; esac
+  [[ "$help" == *"$a"* ]] || missing+=("$a")
+done < <(grep -o -- '--[a-z0-9-]*' "$repo/bootstrap/install.sh" | sort -u)
+if [ ${#missing[@]} -eq 0 ]; then pass "bootstrap: --help documents every argument"; else fail "bootstrap: --help documents every argument" "${missing[@]}"; fi
+
+# --- CloudFormation ----------------------------------------------------------------------------
+cfn_lint="$repo/.cache/cfn-lint/bin/cfn-lint"
+if out=$("$cfn_lint" "$repo/bootstrap/cloudformation.yaml" 2>&1); then pass "cfn-lint bootstrap/cloudformation.yaml"; else fail "cfn-lint bootstrap/cloudformation.yaml" "$out"; fi
+
+echo "deploy: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
