@@ -157,6 +157,27 @@ impl Sfn {
         }
     }
 
+    /// How many events of `kind` the execution's history holds.
+    pub async fn count_events(
+        &self,
+        execution: &str,
+        kind: aws_sdk_sfn::types::HistoryEventType,
+    ) -> usize {
+        let history = self
+            .client
+            .get_execution_history()
+            .execution_arn(execution)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("execution history");
+        history
+            .events()
+            .iter()
+            .filter(|e| e.r#type() == &kind)
+            .count()
+    }
+
     pub async fn stop(&self, execution: &str) {
         let _ = self
             .client
@@ -405,4 +426,15 @@ impl Worker {
             })
             .expect("wait worker")
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// What most tests start from: a scratch dir, Step Functions, a Livy server and a fresh activity.
+pub async fn rig(name: &str, livy_args: &[&str]) -> (PathBuf, Sfn, Livy, String) {
+    let dir = scratch(name);
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, livy_args).await;
+    let activity = sfn.activity(name).await;
+    (dir, sfn, livy, activity)
 }

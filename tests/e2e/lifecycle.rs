@@ -5,14 +5,11 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
-use crate::harness::{Livy, Sfn, Worker, batches, scratch};
+use crate::harness::{Worker, batches, rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_seconds_exceeded_deletes_the_livy_batch() {
-    let dir = scratch("timeout");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("timeout").await;
+    let (dir, sfn, livy, activity) = rig("timeout", &[]).await;
     let sm = sfn.one_task_machine(&activity, 4, 6).await;
     let worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -37,10 +34,7 @@ async fn timeout_seconds_exceeded_deletes_the_livy_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livy_down_at_submit_then_back_succeeds() {
-    let dir = scratch("livy-back");
-    let sfn = Sfn::new().await;
-    let mut livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("livy-back").await;
+    let (dir, sfn, mut livy, activity) = rig("livy-back", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 300).await;
     let worker = Worker::start(
         &dir,
@@ -70,10 +64,7 @@ async fn livy_down_at_submit_then_back_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livy_down_for_good_fails_with_livy_unavailable() {
-    let dir = scratch("livy-gone");
-    let sfn = Sfn::new().await;
-    let mut livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("livy-gone").await;
+    let (dir, sfn, mut livy, activity) = rig("livy-gone", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 300).await;
     let worker = Worker::start(
         &dir,
@@ -99,10 +90,7 @@ async fn livy_down_for_good_fails_with_livy_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_killed_outside_the_worker_fails_as_killed() {
-    let dir = scratch("killed");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("killed").await;
+    let (dir, sfn, livy, activity) = rig("killed", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -127,10 +115,7 @@ async fn batch_killed_outside_the_worker_fails_as_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livy_restart_that_loses_the_batch_fails_as_lost() {
-    let dir = scratch("lost");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("lost").await;
+    let (dir, sfn, livy, activity) = rig("lost", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -152,10 +137,7 @@ async fn livy_restart_that_loses_the_batch_fails_as_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_wait_mode_drains_tasks_fails_late_arrivals_and_logs_what_it_leaves() {
-    let dir = scratch("sigterm");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("sigterm").await;
+    let (dir, sfn, livy, activity) = rig("sigterm", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 300).await;
     let mut worker = Worker::start(
         &dir,
@@ -223,10 +205,7 @@ async fn sigterm_in_wait_mode_drains_tasks_fails_late_arrivals_and_logs_what_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once_with_a_non_zero_code() {
-    let dir = scratch("second-signal");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("second").await;
+    let (dir, _sfn, livy, activity) = rig("second-signal", &[]).await;
     let mut worker = Worker::start(&dir, &activity, &livy.url, &[]);
     worker
         .wait_for_log("polling for a task", Duration::from_secs(30))
@@ -242,10 +221,7 @@ async fn second_signal_exits_at_once_with_a_non_zero_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_supervisor_is_reported_and_its_batch_deleted() {
-    let dir = scratch("panic");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("panic").await;
+    let (dir, sfn, livy, activity) = rig("panic", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let worker = Worker::start_with_env(
         &dir,
@@ -280,10 +256,8 @@ async fn a_panic_in_a_supervisor_is_reported_and_its_batch_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_livy_refuses_fails_as_livy_rejected() {
-    let dir = scratch("rejected");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &["--local-dir-whitelist", "/srv/spark-apps"]).await;
-    let activity = sfn.activity("rejected").await;
+    let (dir, sfn, livy, activity) =
+        rig("rejected", &["--local-dir-whitelist", "/srv/spark-apps"]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 

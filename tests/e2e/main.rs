@@ -10,7 +10,7 @@ mod systemd;
 use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
-use harness::{Livy, Sfn, Worker, batches, scratch};
+use harness::{Worker, batches, rig};
 use serde_json::json;
 
 #[tokio::test]
@@ -53,10 +53,7 @@ async fn bad_config_fails_at_start_with_one_line_naming_the_flag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flat_input_succeeds_with_the_documented_output() {
-    let dir = scratch("flat");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("flat").await;
+    let (dir, sfn, livy, activity) = rig("flat", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -106,10 +103,7 @@ async fn flat_input_succeeds_with_the_documented_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_as_invalid_input_and_never_reaches_livy() {
-    let dir = scratch("bad-input");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("bad").await;
+    let (dir, sfn, livy, activity) = rig("bad-input", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -162,10 +156,7 @@ async fn bad_input_fails_as_invalid_input_and_never_reaches_livy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_executions_at_once_all_succeed() {
-    let dir = scratch("fifty");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("fifty").await;
+    let (dir, sfn, livy, activity) = rig("fifty", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 300).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &["--pollers-per-activity", "4"]);
 
@@ -194,10 +185,7 @@ async fn fifty_executions_at_once_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_executions_with_the_same_name_both_succeed() {
-    let dir = scratch("same-name");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &[]).await;
-    let activity = sfn.activity("same").await;
+    let (dir, sfn, livy, activity) = rig("same-name", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 

@@ -5,45 +5,24 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
-use crate::harness::{Livy, Sfn, Worker, pi_py, scratch};
+use crate::harness::{Livy, Sfn, Worker, pi_py, rig, scratch};
 
-/// The state machine of the original project's README, verbatim but for its activity ARN, the
-/// Livy port of this rig and `HeartbeatSeconds`; `File` comes from `--default-file` (pi.py).
+/// The state machine of the original project's README (tests/rig/readme-state-machine.json, shared
+/// with `make demo`): verbatim but for `HeartbeatSeconds`, aimed at this rig's activity and Livy
+/// port; `File` comes from `--default-file` (pi.py).
 pub fn original_readme_state_machine(activity: &str, livy_port: u16) -> serde_json::Value {
-    json!({
-      "Comment": "Spark ETL State Machine",
-      "StartAt": "SparkPi",
-      "TimeoutSeconds": 300,
-      "States": {
-        "SparkPi": {
-          "Type": "Task",
-          "Resource": activity,
-          "HeartbeatSeconds": 30,
-          "Parameters": {
-            "LivyHost.$": "$.SparkClusterPublicDNS",
-            "LivyPort": livy_port,
-            "Parameters": {
-              "Name": "Spark Pi",
-              "ClassName": "org.apache.spark.examples.SparkPi",
-              "NumExecutors": 1,
-              "DriverMemory": "512m",
-              "ExecutorMemory": "512m",
-              "ExecutorCores": 1,
-              "Args": ["10"]
-            }
-          },
-          "End": true
-        }
-      }
-    })
+    let text =
+        std::fs::read_to_string(crate::harness::root().join("tests/rig/readme-state-machine.json"))
+            .expect("readme-state-machine.json");
+    let mut sm: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    sm["States"]["SparkPi"]["Resource"] = json!(activity);
+    sm["States"]["SparkPi"]["Parameters"]["LivyPort"] = json!(livy_port);
+    sm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_readme_state_machine_computes_pi_with_real_spark() {
-    let dir = scratch("readme");
-    let sfn = Sfn::new().await;
-    let livy = Livy::start(&dir, &["--state-retain-secs", "600"]).await;
-    let activity = sfn.activity("etl.spark-job").await;
+    let (dir, sfn, livy, activity) = rig("readme", &["--state-retain-secs", "600"]).await;
     let sm = sfn
         .state_machine(&original_readme_state_machine(&activity, livy.port))
         .await;

@@ -1,5 +1,6 @@
 """Drives `make demo` against LocalStack: the original README state machine, one execution."""
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -11,33 +12,12 @@ suffix = str(int(time.time()))
 
 
 def readme_state_machine(activity, livy_port):
-    # The original project's README example; HeartbeatSeconds added (see README), LivyPort of this rig.
-    return {
-        "Comment": "Spark ETL State Machine",
-        "StartAt": "SparkPi",
-        "TimeoutSeconds": 300,
-        "States": {
-            "SparkPi": {
-                "Type": "Task",
-                "Resource": activity,
-                "HeartbeatSeconds": 30,
-                "Parameters": {
-                    "LivyHost.$": "$.SparkClusterPublicDNS",
-                    "LivyPort": livy_port,
-                    "Parameters": {
-                        "Name": "Spark Pi",
-                        "ClassName": "org.apache.spark.examples.SparkPi",
-                        "NumExecutors": 1,
-                        "DriverMemory": "512m",
-                        "ExecutorMemory": "512m",
-                        "ExecutorCores": 1,
-                        "Args": ["10"],
-                    },
-                },
-                "End": True,
-            }
-        },
-    }
+    # The original project's README example (HeartbeatSeconds added), shared with the e2e tests.
+    with open(os.path.join(os.path.dirname(__file__), "readme-state-machine.json")) as f:
+        sm = json.load(f)
+    sm["States"]["SparkPi"]["Resource"] = activity
+    sm["States"]["SparkPi"]["Parameters"]["LivyPort"] = livy_port
+    return sm
 
 
 def main():
