@@ -134,8 +134,8 @@ pub async fn run(
             token = %token,
             activity = %r.activity,
             batch_id = ?r.batch_id,
-            batch_name = r.batch_name.as_deref().unwrap_or("-"),
-            livy = r.livy_url.as_deref().unwrap_or("-"),
+            batch_name = %r.batch_name,
+            livy = %r.livy_url,
             "leaving this task's batch running; the journal keeps it for the next start"
         );
     }

@@ -60,9 +60,9 @@ pub struct InFlight(Mutex<HashMap<String, Running>>);
 #[derive(Debug, Clone)]
 pub struct Running {
     pub activity: Arc<str>,
-    pub batch_name: Option<String>,
+    pub batch_name: String,
     pub batch_id: Option<i64>,
-    pub livy_url: Option<String>,
+    pub livy_url: String,
 }
 
 impl InFlight {
@@ -112,11 +112,23 @@ pub async fn supervise(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
     let span = task_span(&activity, &key);
     async {
         info!("task received");
-        let job = match prepare(&ctx, &activity, &task) {
-            Ok(job) => job,
-            Err(InvalidInput(msg)) => {
+        let prepared =
+            std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
+        let job = match prepared {
+            Ok(Ok(job)) => job,
+            Ok(Err(InvalidInput(msg))) => {
                 warn!(cause = %msg, "invalid task input");
                 let failure = Failure::new(ErrorName::InvalidInput, msg);
+                deliver(&ctx, &key, &task.token, &Outcome::Failure(failure)).await;
+                return;
+            }
+            Err(panic) => {
+                let msg = panic_message(panic.as_ref());
+                error!(panic = %msg, "panicked reading the task input");
+                let failure = Failure::new(
+                    ErrorName::Panicked,
+                    format!("spark-activity-worker bug: panicked reading the task input: {msg}"),
+                );
                 deliver(&ctx, &key, &task.token, &Outcome::Failure(failure)).await;
                 return;
             }
@@ -230,9 +242,9 @@ async fn run(ctx: &Context, job: Job) {
         job.key.clone(),
         Running {
             activity: job.activity.clone(),
-            batch_name: Some(job.request.name.clone()),
+            batch_name: job.request.name.clone(),
             batch_id: job.stored_id(),
-            livy_url: Some(job.livy.base().to_string()),
+            livy_url: job.livy.base().to_string(),
         },
     );
     let outcome = match AssertUnwindSafe(job.supervise(ctx)).catch_unwind().await {
