@@ -28,6 +28,9 @@ pub struct Entry {
     pub activity_arn: String,
     pub livy_url: String,
     pub batch_name: String,
+    /// RFC 3339; when the entry was first written (just before the first POST).
+    #[serde(default)]
+    pub created_at: Option<String>,
     /// The user's `Name`, for the output.
     pub name: Option<String>,
     /// The submission, so a batch Livy never received can still be submitted after a restart.
@@ -54,6 +57,9 @@ impl Entry {
             activity_arn,
             livy_url,
             batch_name: request.name.clone(),
+            created_at: Some(
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ),
             name,
             request,
             batch_id: None,

@@ -26,6 +26,9 @@ use crate::sfn::{SfnClient, SfnError, Task, TaskToken};
 /// How many log lines a failure cause carries (Livy keeps about 200).
 const LOG_TAIL_LINES: u32 = 200;
 const NO_BATCH: i64 = -1;
+/// Livy forgets a finished batch 10 minutes after it ends (`livy.server.session.state-retain.sec`);
+/// a name lookup older than this (less a margin) cannot prove the batch was never submitted.
+const LIVY_NAME_MEMORY: Duration = Duration::from_secs(9 * 60);
 
 /// Settings every supervisor shares.
 #[derive(Debug, Clone)]
@@ -312,6 +315,17 @@ impl Job {
         Some(self.batch_id.load(Ordering::SeqCst)).filter(|id| *id != NO_BATCH)
     }
 
+    /// For a task resumed from the journal: how long ago its entry was first written.
+    fn resumed_age(&self) -> Option<Duration> {
+        if !self.resumed {
+            return None;
+        }
+        let created = self.entry()?.created_at?;
+        SystemTime::now()
+            .duration_since(humantime::parse_rfc3339(&created).ok()?)
+            .ok()
+    }
+
     fn entry(&self) -> Option<Entry> {
         self.entry.lock().ok().map(|e| e.clone())
     }
@@ -389,6 +403,18 @@ impl Job {
                 (id, Seen::with_state(&last), true)
             }
             None => {
+                if let Some(age) = self.resumed_age().filter(|age| *age > LIVY_NAME_MEMORY) {
+                    // A POST may have landed and its batch ended and been forgotten since:
+                    // submitting again could run the job twice. Say what is known instead.
+                    return Outcome::Failure(Failure::new(
+                        ErrorName::Lost,
+                        format!(
+                            "the worker was down for {} after journaling batch {name} but before recording its id; \
+                             Livy has forgotten finished batches by now, so whether it ran is unknown (not resubmitted)",
+                            humantime::format_duration(Duration::from_secs(age.as_secs()))
+                        ),
+                    ));
+                }
                 let batch = match self.submit(ctx).await {
                     Ok(b) => b,
                     Err(f) => return Outcome::Failure(f),

@@ -415,3 +415,38 @@ async fn chaos_kills_and_livy_faults_lose_nothing_and_submit_nothing_twice() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_unrecorded_for_longer_than_livy_remembers_is_reported_lost_not_resubmitted() {
+    let (dir, sfn, livy, activity) = rig("down-too-long", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 30, 120).await;
+    let mut crashing = Worker::start_with_env(
+        &dir,
+        &activity,
+        &livy.url,
+        &[],
+        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "crash-before-submit")],
+    );
+    let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
+    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+
+    // The worker "was down" 20 minutes: age the journal entry.
+    let entry_path = std::fs::read_dir(dir.join("state"))
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("one journal entry");
+    let mut entry: Value =
+        serde_json::from_slice(&std::fs::read(&entry_path).expect("read")).expect("json");
+    let old = std::time::SystemTime::now() - Duration::from_secs(20 * 60);
+    entry["createdAt"] = json!(humantime::format_rfc3339_millis(old).to_string());
+    std::fs::write(&entry_path, entry.to_string()).expect("write");
+
+    let _restarted = Worker::start(&dir, &activity, &livy.url, &[]);
+    let out = sfn.finish(&ex, Duration::from_secs(60)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("SparkJob.Lost"));
+    assert!(out.cause.unwrap_or_default().contains("not resubmitted"));
+    assert_eq!(livy.stats().await["posts"], 0, "never submitted blindly");
+}
