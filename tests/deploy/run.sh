@@ -4,7 +4,7 @@
 #   tests/deploy/run.sh [path/to/spark-activity-worker]
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-binary=${1:-$repo/target/debug/spark-activity-worker}
+binary=$(realpath "${1:-$repo/target/debug/spark-activity-worker}")
 unit="$repo/systemd/spark-activity-worker.service"
 max_exposure=2.5
 passed=0 failed=0
