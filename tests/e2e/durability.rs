@@ -60,13 +60,7 @@ async fn sigkill_with_twenty_tasks_in_flight_then_restart_completes_all_with_one
 async fn crash_between_journal_write_and_post_submits_exactly_once_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-before-post", &[]).await;
     let sm = sfn.one_task_machine(&activity, 15, 120).await;
-    let mut crashing = Worker::start_with_env(
-        &dir,
-        &activity,
-        &livy.url,
-        &[],
-        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "crash-before-submit")],
-    );
+    let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
     let status = crashing.exit(Duration::from_secs(30)).await;
     assert!(!status.success(), "the failpoint aborts the worker");
@@ -83,13 +77,7 @@ async fn crash_between_journal_write_and_post_submits_exactly_once_after_restart
 async fn crash_between_post_and_recording_the_id_adopts_the_batch_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-after-post", &[]).await;
     let sm = sfn.one_task_machine(&activity, 15, 120).await;
-    let mut crashing = Worker::start_with_env(
-        &dir,
-        &activity,
-        &livy.url,
-        &[],
-        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "crash-after-submit")],
-    );
+    let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-after-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=3"})).await;
     assert!(!crashing.exit(Duration::from_secs(30)).await.success());
     assert_eq!(livy.stats().await["created"], 1);
@@ -111,13 +99,7 @@ async fn crash_between_post_and_recording_the_id_adopts_the_batch_after_restart(
 async fn a_report_that_never_left_is_sent_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-before-report", &[]).await;
     let sm = sfn.one_task_machine(&activity, 15, 120).await;
-    let mut crashing = Worker::start_with_env(
-        &dir,
-        &activity,
-        &livy.url,
-        &[],
-        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "crash-before-report")],
-    );
+    let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-report");
     let ex = sfn
         .start(
             &sm,
@@ -420,13 +402,7 @@ async fn chaos_kills_and_livy_faults_lose_nothing_and_submit_nothing_twice() {
 async fn a_batch_unrecorded_for_longer_than_livy_remembers_is_reported_lost_not_resubmitted() {
     let (dir, sfn, livy, activity) = rig("down-too-long", &[]).await;
     let sm = sfn.one_task_machine(&activity, 30, 120).await;
-    let mut crashing = Worker::start_with_env(
-        &dir,
-        &activity,
-        &livy.url,
-        &[],
-        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "crash-before-submit")],
-    );
+    let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
     assert!(!crashing.exit(Duration::from_secs(30)).await.success());
 

@@ -349,6 +349,17 @@ impl Worker {
         Self::start_with_env(dir, activity, livy, extra, &[])
     }
 
+    /// A worker built with the `failpoints` feature, told to fail at `point`.
+    pub fn failing_at(dir: &Path, activity: &str, livy: &str, point: &str) -> Self {
+        Self::start_with_env(
+            dir,
+            activity,
+            livy,
+            &[],
+            &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", point)],
+        )
+    }
+
     pub fn start_with_env(
         dir: &Path,
         activity: &str,

@@ -223,13 +223,7 @@ async fn second_signal_exits_at_once_with_a_non_zero_code() {
 async fn a_panic_in_a_supervisor_is_reported_and_its_batch_deleted() {
     let (dir, sfn, livy, activity) = rig("panic", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
-    let worker = Worker::start_with_env(
-        &dir,
-        &activity,
-        &livy.url,
-        &[],
-        &[("SPARK_ACTIVITY_WORKER_FAILPOINTS", "panic-after-submit")],
-    );
+    let worker = Worker::failing_at(&dir, &activity, &livy.url, "panic-after-submit");
 
     let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
     let out = sfn.finish(&ex, Duration::from_secs(30)).await;
