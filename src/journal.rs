@@ -127,7 +127,9 @@ impl Journal {
         let journal = Journal {
             dir: dir.to_owned(),
         };
-        journal.write_atomic(".probe", b"ok").map_err(err)?;
+        journal
+            .write_atomic(&dir.join(".probe"), b"ok")
+            .map_err(err)?;
         fs::remove_file(dir.join(".probe")).map_err(err)?;
         Ok(journal)
     }
@@ -180,8 +182,8 @@ impl Journal {
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
         let journal = self.clone();
-        let name = format!("{key}.json");
-        tokio::task::spawn_blocking(move || journal.write_atomic(&name, &bytes))
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || journal.write_atomic(&path, &bytes))
             .await
             .map_err(io::Error::other)?
     }
@@ -208,9 +210,10 @@ impl Journal {
     /// version to protect, and the task becomes safe from a process kill (SIGKILL, OOM) as soon
     /// as the rename returns instead of after two disk flushes — the window in which a task
     /// delivered to the worker could still be lost shrinks from milliseconds to microseconds.
-    fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let creating = !path.exists();
         let mut f = OpenOptions::new()
             .write(true)
@@ -220,11 +223,11 @@ impl Journal {
             .open(&tmp)?;
         f.write_all(bytes)?;
         if creating {
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
             f.sync_all()?;
         } else {
             f.sync_all()?;
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
         }
         drop(f);
         // The rename is durable only once the directory itself is synced.

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,7 +24,6 @@ use crate::sfn::{SfnClient, SfnError, Task, TaskToken};
 
 /// How many log lines a failure cause carries (Livy keeps about 200).
 const LOG_TAIL_LINES: u32 = 200;
-const NO_BATCH: i64 = -1;
 /// Livy forgets a finished batch 10 minutes after it ends (`livy.server.session.state-retain.sec`);
 /// a name lookup older than this (less a margin) cannot prove the batch was never submitted.
 const LIVY_NAME_MEMORY: Duration = Duration::from_secs(9 * 60);
@@ -107,6 +105,19 @@ enum Outcome {
     Gone,
     /// The worker is stopping in detach mode: the journal keeps the task for the next start.
     Detached,
+}
+
+impl Outcome {
+    /// What the journal keeps of an outcome that must still be reported.
+    fn report(&self) -> Option<Report> {
+        match self {
+            Outcome::Success(output) => Some(Report::Success {
+                output: output.clone(),
+            }),
+            Outcome::Failure(f) => Some(Report::failure(f)),
+            Outcome::Gone | Outcome::Detached => None,
+        }
+    }
 }
 
 /// Supervises a newly delivered task to its single report. Never panics.
@@ -254,21 +265,14 @@ async fn run(ctx: &Context, job: Job) {
         Ok(outcome) => outcome,
         Err(panic) => job.panicked(ctx, panic_message(panic.as_ref())).await,
     };
-    match &outcome {
-        Outcome::Detached => info!("detached: the batch runs on; the next start resumes this task"),
-        Outcome::Gone => forget(ctx, &job.key).await,
-        Outcome::Success(_) | Outcome::Failure(_) => {
+    match outcome.report() {
+        None if matches!(outcome, Outcome::Detached) => {
+            info!("detached: the batch runs on; the next start resumes this task");
+        }
+        None => forget(ctx, &job.key).await,
+        Some(report) => {
             // Journal the decision first: a report that fails now is retried after a restart.
-            job.update(ctx, |e| {
-                e.report = Some(match &outcome {
-                    Outcome::Success(output) => Report::Success {
-                        output: output.clone(),
-                    },
-                    Outcome::Failure(f) => Report::failure(f),
-                    Outcome::Gone | Outcome::Detached => unreachable!("matched above"),
-                });
-            })
-            .await;
+            job.update(ctx, |e| e.report = Some(report)).await;
             failpoint::hit("crash-before-report");
             deliver(ctx, &job.key, &job.token, &outcome).await;
         }
@@ -284,8 +288,6 @@ struct Job {
     livy: LivyClient,
     request: CreateBatch,
     entry: Mutex<Entry>,
-    /// Shared by the heartbeat and sync halves, which run concurrently in this one task.
-    batch_id: AtomicI64,
     /// Came from the journal: the batch may exist already, so look it up before any POST.
     resumed: bool,
 }
@@ -305,14 +307,13 @@ impl Job {
             activity,
             livy,
             request: entry.request.clone(),
-            batch_id: AtomicI64::new(entry.batch_id.unwrap_or(NO_BATCH)),
             entry: Mutex::new(entry),
             resumed,
         }
     }
 
     fn stored_id(&self) -> Option<i64> {
-        Some(self.batch_id.load(Ordering::SeqCst)).filter(|id| *id != NO_BATCH)
+        self.entry.lock().ok().and_then(|e| e.batch_id)
     }
 
     /// For a task resumed from the journal: how long ago its entry was first written.
@@ -420,7 +421,6 @@ impl Job {
                     Err(f) => return Outcome::Failure(f),
                 };
                 failpoint::hit("crash-after-submit");
-                self.batch_id.store(batch.id, Ordering::SeqCst);
                 let mut seen = Seen::default();
                 seen.update(&batch);
                 let submitted_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
