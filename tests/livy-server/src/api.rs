@@ -1,5 +1,6 @@
-//! HTTP routes: Livy's batch API (behind fault injection and the optional CSRF check) and the
-//! test-only `/_control` API (never affected by either).
+//! HTTP routes: Livy's batch API (behind fault injection and the optional CSRF check), merged
+//! with the simulated ResourceManager's routes and the test-only `/_control` API (neither of which
+//! is affected by Livy's faults or CSRF check).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,16 +10,16 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use crate::batch::{App, Batch, LookupError, is_finished, list_slice, log_page};
-use crate::faults::Faults;
+use crate::batch::{App, Batch, LookupError, YarnLink, list_slice, log_page};
+use crate::control;
 use crate::request::CreateRequest;
 use crate::runner::{self, Launch, SimSpec};
+use crate::yarn::{self, KilledBy, YarnApp};
 
 type Shared = State<Arc<App>>;
 
@@ -32,7 +33,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn bad_request(msg: impl Into<String>) -> Self {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
         ApiError::Msg(StatusCode::BAD_REQUEST, msg.into())
     }
 
@@ -59,7 +60,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub type ApiResult = Result<Response, ApiError>;
 
 /// The whole server.
 pub fn router(app: Arc<App>) -> Router {
@@ -71,12 +72,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/batches/{id}/state", get(state))
         .route("/batches/{id}/log", get(log))
         .layer(middleware::from_fn_with_state(app.clone(), gate));
-    let control = Router::new()
-        .route("/_control/stats", get(stats))
-        .route("/_control/faults", post(set_faults))
-        .route("/_control/batches/{id}/state", post(force_state))
-        .route("/_control/restart", post(restart));
-    livy.merge(control)
+    livy.merge(control::routes())
+        .merge(yarn::routes(app.clone()))
         .fallback(|| async { ApiError::Msg(StatusCode::NOT_FOUND, "Not found".into()) })
         .layer(middleware::map_response(json_by_default))
         .with_state(app)
@@ -90,12 +87,14 @@ async fn json_by_default(mut res: Response) -> Response {
     res
 }
 
-/// In front of every Livy route: counts POSTs, injects faults, checks CSRF, adds latency.
+/// In front of every Livy route: counts POSTs, injects faults, checks CSRF, adds latency, and
+/// delays or loses the reply of a create.
 async fn gate(State(app): Shared, req: Request, next: Next) -> Response {
     let is_post = req.method() == Method::POST;
     if is_post && req.uri().path().starts_with("/batches") {
         app.lock().posts += 1;
     }
+    let is_create = is_post && matches!(req.uri().path(), "/batches" | "/batches/");
     let faults = app.faults();
     // Injected before the handler runs, so a failed POST creates nothing.
     if let Some(status) = faults.injected(rand::random::<f64>()) {
@@ -111,6 +110,14 @@ async fn gate(State(app): Shared, req: Request, next: Next) -> Response {
     // Delaying after the handler lets a client time out on a request that took effect.
     if faults.latency_ms > 0 {
         tokio::time::sleep(faults.latency()).await;
+    }
+    if is_create && faults.post_latency_ms > 0 {
+        tokio::time::sleep(faults.post_latency()).await;
+    }
+    if is_create && faults.lose_post_responses {
+        info!("losing the reply of a create");
+        let msg = "java.io.IOException: injected fault: the reply was lost".to_string();
+        return ApiError::Bare(StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
     }
     res
 }
@@ -201,14 +208,40 @@ async fn create(State(app): Shared, body: Bytes) -> ApiResult {
     };
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let sim = matches!(launch, Launch::Sim(_));
-    let batch = Batch::new(id, req.name.clone(), file, request, sim);
+    let mut batch = Batch::new(id, req.name.clone(), file, request, sim);
+    let key = reg.batches.len();
+    // In YARN cluster mode the application is submitted at once; local mode has none.
+    if let Launch::Sim(spec) = &launch {
+        let tags = yarn::batch_tags(id, req.conf.get("spark.yarn.tags").map(String::as_str));
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("livy-batch-{id}"));
+        let queue = req.queue.clone().unwrap_or_else(|| "default".into());
+        let yarn_app = YarnApp::new(app.next_app_id(), name, queue, tags, key);
+        info!(id, app = %yarn_app.id, "application submitted");
+        reg.yarn.apps.push(yarn_app);
+        batch.yarn = Some(YarnLink {
+            app: reg.yarn.apps.len() - 1,
+            following: true,
+            show_app: spec.app,
+            running_as: runner::running_as(&spec.outcome).to_string(),
+        });
+    }
     let view = batch.view();
+    let app_key = batch.yarn.as_ref().map(|l| l.app);
     reg.batches.push(batch);
     reg.created += 1;
-    let key = reg.batches.len() - 1;
     drop(reg);
     info!(id, "batch created");
-    runner::start(app.clone(), key, id, launch);
+    match launch {
+        Launch::Real(argv) => runner::start_real(app.clone(), key, id, argv),
+        Launch::Sim(spec) => {
+            if let Some(app_key) = app_key {
+                runner::start_sim(app.clone(), app_key, id, spec);
+            }
+        }
+    }
     let location = [(header::LOCATION, format!("/batches/{id}"))];
     Ok((StatusCode::CREATED, location, Json(view)).into_response())
 }
@@ -258,152 +291,31 @@ async fn delete(State(app): Shared, Path(seg): Path<String>) -> ApiResult {
     if let Some(child) = child {
         runner::stop(child).await;
     }
-    let mut guard = app.lock();
-    let reg = &mut *guard;
+    let mut reg = app.lock();
     // A restart during the delay may already have forgotten it.
     if reg.batches[key].held {
+        // Livy's stop kills the YARN application if it is still going.
+        let unfinished = (reg.batches[key].yarn.as_ref().map(|l| l.app))
+            .filter(|&k| !reg.yarn.apps[k].state.is_final());
+        if let Some(app_key) = unfinished {
+            reg.update_app(app_key, |a| {
+                a.kill(KilledBy::LivyDelete, "Killed by Livy DELETE")
+            });
+        }
         reg.batches[key].forget();
         reg.deletes += 1;
     }
-    drop(guard);
+    drop(reg);
     ok(json!({"msg": "deleted"}))
-}
-
-/// Parses a control body; an empty body means `{}`.
-fn control_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-async fn stats(State(app): Shared) -> ApiResult {
-    ok(app.lock().stats())
-}
-
-async fn set_faults(State(app): Shared, body: Bytes) -> ApiResult {
-    let faults: Faults = control_body(&body)?;
-    info!(?faults, "faults set");
-    *app.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
-    ok(json!({"msg": "ok"}))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ForceState {
-    state: String,
-}
-
-async fn force_state(State(app): Shared, Path(seg): Path<String>, body: Bytes) -> ApiResult {
-    let ForceState { state } = control_body(&body)?;
-    if state.is_empty() {
-        return Err(ApiError::bad_request("state is required"));
-    }
-    let (id, child) = {
-        let mut reg = app.lock();
-        let key = reg.find(&seg)?;
-        let b = &mut reg.batches[key];
-        b.script += 1;
-        b.set_state(&state);
-        (b.id, b.child.clone().filter(|_| is_finished(&state)))
-    };
-    info!(id, %state, "state forced");
-    if let Some(child) = child {
-        runner::stop(child).await;
-    }
-    ok(json!({"id": id, "state": state}))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Restart {
-    #[serde(default)]
-    recovery: bool,
-}
-
-async fn restart(State(app): Shared, body: Bytes) -> ApiResult {
-    let Restart { recovery } = control_body(&body)?;
-    let mut kill = Vec::new();
-    {
-        let mut reg = app.lock();
-        for b in reg.batches.iter_mut().filter(|b| b.held) {
-            let alive = b.child.clone().filter(|c| c.alive());
-            match b.state.as_str() {
-                // Recovery keeps succeeded batches and re-attaches to unfinished ones.
-                "success" if recovery => {}
-                s if recovery && !is_finished(s) => {
-                    b.set_state("recovering");
-                    b.output.clear();
-                    b.capture_output = false;
-                }
-                _ => {
-                    b.forget();
-                    kill.extend(alive);
-                }
-            }
-        }
-        if !recovery {
-            reg.next_id = 0;
-        }
-    }
-    info!(recovery, killed = kill.len(), "simulated restart");
-    for child in kill {
-        runner::stop(child).await;
-    }
-    ok(json!({"msg": "restarted"}))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Settings;
+    use crate::testing::{app_id, call, server, server_with, stats, wait_for_app, wait_for_state};
     use axum::http::Request as HttpRequest;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     use tower::ServiceExt;
-
-    fn server(csrf: bool) -> Router {
-        server_with(csrf, 100)
-    }
-
-    fn server_with(csrf: bool, max_creating: usize) -> Router {
-        router(Arc::new(App::new(Settings {
-            spark_submit: "/nonexistent/spark-submit".into(),
-            spark_master: "local[1]".into(),
-            whitelist: Vec::new(),
-            max_creating,
-            retain: Duration::from_secs(600),
-            delete_delay: Duration::ZERO,
-            csrf,
-        })))
-    }
-
-    async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
-        let req = HttpRequest::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body.to_string()))
-            .expect("valid request");
-        let res = app.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn wait_for_state(app: &Router, id: i32, want: &str) {
-        for _ in 0..200 {
-            let (_, body) = call(app, "GET", &format!("/batches/{id}/state"), "").await;
-            if body["state"] == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("batch {id} never reached {want}");
-    }
 
     #[tokio::test]
     async fn a_sim_batch_runs_to_success_and_is_deleted() {
@@ -529,6 +441,10 @@ mod tests {
                 .is_some_and(|l| l.contains("Failed to run"))
         );
         assert_eq!(log["log"].as_array().map(Vec::len), Some(3));
+        // Local mode has no YARN application.
+        let stats = stats(&app).await;
+        assert_eq!(stats["yarn"], json!([]));
+        assert_eq!(stats["batches"][0]["yarn_app"], Value::Null);
     }
 
     #[tokio::test]
@@ -556,5 +472,200 @@ mod tests {
         let (_, stats) = call(&app, "GET", "/_control/stats", "").await;
         assert_eq!(stats["posts"], 2);
         assert_eq!(stats["batches"][0]["state"], "recovering");
+    }
+
+    async fn app_view(app: &Router, id: &str) -> Value {
+        call(app, "GET", &format!("/ws/v1/cluster/apps/{id}"), "")
+            .await
+            .1["app"]
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn a_sim_script_drives_its_application_and_the_batch_mirrors_it() {
+        let app = server(false);
+        let body = r#"{"file":"sim:dead?start=0.1&run=0.2&msg=boom&lines=2"}"#;
+        let (status, batch) = call(&app, "POST", "/batches", body).await;
+        assert_eq!(
+            (status, batch["state"].clone()),
+            (StatusCode::CREATED, json!("starting"))
+        );
+        let id = app_id(&app, 0).await;
+        // Submitted at creation.
+        assert_eq!(app_view(&app, &id).await["state"], "ACCEPTED");
+        assert_eq!(stats(&app).await["batches"][0]["yarn_app"], id.as_str());
+        wait_for_app(&app, &id, "RUNNING").await;
+        wait_for_state(&app, 0, "running").await;
+        // Without app=1 Livy shows no application, though there is one.
+        let (_, running) = call(&app, "GET", "/batches/0", "").await;
+        assert_eq!(running["appId"], Value::Null);
+        wait_for_app(&app, &id, "FAILED").await;
+        let failed = app_view(&app, &id).await;
+        assert_eq!(failed["finalStatus"], "FAILED");
+        assert_eq!(failed["diagnostics"], "boom");
+        wait_for_state(&app, 0, "dead").await;
+        let (_, log) = call(&app, "GET", "/batches/0/log?size=-1", "").await;
+        assert_eq!(
+            log["log"],
+            json!([
+                "stdout: ",
+                "sim: batch 0 output line 1/2",
+                "sim: batch 0 output line 2/2",
+                "boom",
+                "\nstderr: ",
+                "\nYARN Diagnostics: ",
+                "boom"
+            ])
+        );
+
+        // A literal word is shown while RUNNING, then the application succeeds.
+        let body = r#"{"file":"sim:busy?start=0&run=0.3&app=1"}"#;
+        call(&app, "POST", "/batches", body).await;
+        let id = app_id(&app, 1).await;
+        wait_for_state(&app, 1, "busy").await;
+        assert_eq!(app_view(&app, &id).await["state"], "RUNNING");
+        let (_, busy) = call(&app, "GET", "/batches/1", "").await;
+        assert_eq!(busy["appId"], id.as_str());
+        assert_eq!(
+            busy["appInfo"]["sparkUiUrl"],
+            format!("http://127.0.0.1:8088/proxy/{id}/")
+        );
+        wait_for_state(&app, 1, "success").await;
+        let done = app_view(&app, &id).await;
+        assert_eq!(
+            (done["state"].clone(), done["finalStatus"].clone()),
+            (json!("FINISHED"), json!("SUCCEEDED"))
+        );
+
+        // `killed` is a YARN kill; `error` is a failed application, which Livy reports as dead.
+        for (n, outcome, yarn, livy) in [
+            (2, "killed", "KILLED", "killed"),
+            (3, "error", "FAILED", "dead"),
+        ] {
+            let body = format!(r#"{{"file":"sim:{outcome}?start=0&run=0.05"}}"#);
+            call(&app, "POST", "/batches", &body).await;
+            let id = app_id(&app, n).await;
+            wait_for_app(&app, &id, yarn).await;
+            assert_eq!(app_view(&app, &id).await["finalStatus"], yarn);
+            wait_for_state(&app, n as i32, livy).await;
+        }
+        let stats = stats(&app).await;
+        assert_eq!(stats["yarn"][2]["killed_by"], Value::Null);
+        assert_eq!(stats["yarn_kills"], 0);
+    }
+
+    #[tokio::test]
+    async fn delete_kills_an_unfinished_application_only() {
+        let app = server(false);
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:forever?start=0","name":"f"}"#,
+        )
+        .await;
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:success?start=0&run=0"}"#,
+        )
+        .await;
+        wait_for_state(&app, 0, "running").await;
+        wait_for_state(&app, 1, "success").await;
+        for seg in ["f", "1"] {
+            let (status, _) = call(&app, "DELETE", &format!("/batches/{seg}"), "").await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let killed = app_view(&app, &app_id(&app, 0).await).await;
+        assert_eq!(
+            (killed["state"].clone(), killed["finalStatus"].clone()),
+            (json!("KILLED"), json!("KILLED"))
+        );
+        assert_eq!(killed["diagnostics"], "Killed by Livy DELETE");
+        let stats = stats(&app).await;
+        assert_eq!(stats["yarn"][0]["killed_by"], "livy-delete");
+        assert_eq!(stats["yarn"][1]["state"], "FINISHED");
+        assert_eq!(stats["yarn"][1]["killed_by"], Value::Null);
+        assert_eq!(stats["deletes"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_lost_create_reply_still_creates_the_batch() {
+        let app = server(false);
+        let faults = r#"{"lose_post_responses":true}"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/faults", faults).await.0,
+            StatusCode::OK
+        );
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:forever","name":"x"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.is_string());
+        let (status, batch) = call(&app, "GET", "/batches/x", "").await;
+        assert_eq!((status, batch["id"].clone()), (StatusCode::OK, json!(0)));
+        let stats = stats(&app).await;
+        assert_eq!(
+            (stats["posts"].clone(), stats["created"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(stats["yarn"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_slow_create_reply_comes_after_the_batch_exists() {
+        let app = server(false);
+        call(
+            &app,
+            "POST",
+            "/_control/faults",
+            r#"{"post_latency_ms":400}"#,
+        )
+        .await;
+        let started = Instant::now();
+        let post = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await }
+        });
+        // Other Livy routes are not slowed down, and the batch is already there.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (status, _) = call(&app, "GET", "/batches/0", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!post.is_finished());
+        let (status, _) = post.await.expect("post task");
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn livy_and_rm_faults_are_separate() {
+        let app = server(false);
+        call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        let faults = r#"{"yarn_error_rate":1}"#;
+        call(&app, "POST", "/_control/faults", faults).await;
+        let (status, body) = call(&app, "GET", "/ws/v1/cluster/apps", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["RemoteException"]["message"], "injected fault");
+        assert_eq!(call(&app, "GET", "/batches/0", "").await.0, StatusCode::OK);
+        let faults = r#"{"error_rate":1,"error_status":502}"#;
+        call(&app, "POST", "/_control/faults", faults).await;
+        assert_eq!(
+            call(&app, "GET", "/batches/0", "").await.0,
+            StatusCode::BAD_GATEWAY
+        );
+        let (status, body) = call(&app, "GET", "/ws/v1/cluster/apps", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["apps"]["app"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            call(&app, "GET", "/_control/stats", "").await.0,
+            StatusCode::OK
+        );
+        let (status, _) = call(&app, "POST", "/_control/faults", r#"{"yarn_rate":1}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -1,5 +1,6 @@
 //! The batch model: one record per created batch, the registry that holds them (and remembers
-//! every one for the control API), the output ring buffer, and Livy's paging arithmetic.
+//! every one for the control API) together with the simulated YARN cluster, the output ring
+//! buffer, how a batch mirrors its YARN application, and Livy's paging arithmetic.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::faults::Faults;
+use crate::yarn::{Cluster, FinalStatus, YarnApp, YarnState, am_logs_url, tracking_url};
 
 /// Lines of child output kept per batch (`livy.cache-log.size`).
 pub const LOG_CAPACITY: usize = 200;
@@ -103,6 +105,19 @@ impl ChildHandle {
     }
 }
 
+/// How a `sim:` batch follows the YARN application it submitted.
+#[derive(Debug, Clone)]
+pub struct YarnLink {
+    /// The application's key in the cluster.
+    pub app: usize,
+    /// Livy's view follows the application; off once a control call made Livy misreport it.
+    pub following: bool,
+    /// Show `appId` and the `appInfo` URLs once the application runs (`app=1`).
+    pub show_app: bool,
+    /// The Livy state shown while the application is RUNNING: `running` or a scripted word.
+    pub running_as: String,
+}
+
 #[derive(Debug)]
 pub struct Batch {
     pub id: i32,
@@ -124,9 +139,11 @@ pub struct Batch {
     /// A DELETE is in progress; a second one gets Livy's "already stopped".
     pub deleting: bool,
     pub finished_at: Option<Instant>,
-    /// Bumped when a control call takes the state over, which stops the batch's script.
-    pub script: u64,
     pub child: Option<ChildHandle>,
+    /// The YARN application of a `sim:` batch; real (local-mode) batches have none.
+    pub yarn: Option<YarnLink>,
+    /// The application's diagnostics, shown after the YARN header once it failed.
+    pub diagnostics: Vec<String>,
 }
 
 impl Batch {
@@ -146,8 +163,9 @@ impl Batch {
             held: true,
             deleting: false,
             finished_at: None,
-            script: 0,
             child: None,
+            yarn: None,
+            diagnostics: Vec::new(),
         }
     }
 
@@ -175,8 +193,51 @@ impl Batch {
         log.push("\nstderr: ".to_string());
         if self.sim {
             log.push("\nYARN Diagnostics: ".to_string());
+            log.extend(self.diagnostics.iter().cloned());
         }
         log
+    }
+
+    /// The batch's YARN application key if Livy's view follows it.
+    pub fn following(&self) -> Option<usize> {
+        self.yarn.as_ref().filter(|l| l.following).map(|l| l.app)
+    }
+
+    /// Takes the Livy view from the application, as Livy's YARN poller does: the state, the app
+    /// id and URLs once known, and the diagnostics of a failed application. A `recovering` batch
+    /// stays so until the application is RUNNING or final.
+    pub fn mirror(&mut self, app: &YarnApp) {
+        let Some(link) = self.yarn.as_ref().filter(|l| l.following) else {
+            return;
+        };
+        let state = match (app.state, app.final_status) {
+            (YarnState::Running, _) => link.running_as.as_str(),
+            (YarnState::Finished, FinalStatus::Succeeded) => "success",
+            (YarnState::Killed, _) | (YarnState::Finished, FinalStatus::Killed) => "killed",
+            (YarnState::Finished | YarnState::Failed, _) => "dead",
+            _ if self.state == "recovering" => "recovering",
+            _ => "starting",
+        }
+        .to_string();
+        let seen = app.state == YarnState::Running || app.state.is_final();
+        if seen && link.show_app && self.app_id.is_none() {
+            self.driver_log_url = Some(am_logs_url(&app.id));
+            self.spark_ui_url = Some(tracking_url(&app.id));
+            self.app_id = Some(app.id.clone());
+        }
+        let failed = app.state.is_final() && app.final_status != FinalStatus::Succeeded;
+        self.diagnostics = if failed {
+            app.diagnostics.lines().map(String::from).collect()
+        } else {
+            Vec::new()
+        };
+        // YARN resets the AM log URL once the app has FINISHED.
+        if state == "success" {
+            self.driver_log_url = None;
+        }
+        if self.state != state {
+            self.set_state(&state);
+        }
     }
 
     /// The Batch object, every field present.
@@ -216,6 +277,9 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub batches: Vec<Batch>,
+    /// The simulated YARN cluster; under the same lock, so an application and the batch that
+    /// mirrors it always change together.
+    pub yarn: Cluster,
     pub next_id: i32,
     pub posts: u64,
     pub created: u64,
@@ -266,6 +330,26 @@ impl Registry {
             .ok_or_else(|| LookupError::NotFound(format!("Session '{segment}' not found.")))
     }
 
+    /// Changes an application, then lets the batch that follows it (if still held) mirror it.
+    pub fn update_app(&mut self, key: usize, f: impl FnOnce(&mut YarnApp)) {
+        let Some(app) = self.yarn.apps.get_mut(key) else {
+            return;
+        };
+        f(app);
+        let app = &self.yarn.apps[key];
+        if let Some(b) = self.batches.get_mut(app.batch).filter(|b| b.held) {
+            b.mirror(app);
+        }
+    }
+
+    /// The held batch whose view follows application `key`.
+    pub fn follower(&mut self, key: usize) -> Option<&mut Batch> {
+        let batch = self.yarn.apps.get(key)?.batch;
+        self.batches
+            .get_mut(batch)
+            .filter(|b| b.held && b.following() == Some(key))
+    }
+
     pub fn name_taken(&self, name: &str) -> bool {
         self.held().any(|b| b.name.as_deref() == Some(name))
     }
@@ -293,12 +377,13 @@ impl Registry {
             .batches
             .iter()
             .map(|b| {
+                let app = b.yarn.as_ref().map(|l| &self.yarn.apps[l.app].id);
                 json!({"id": b.id, "name": b.name, "file": b.file, "state": b.state,
-                       "deleted": !b.held, "request": b.request})
+                       "deleted": !b.held, "request": b.request, "yarn_app": app})
             })
             .collect();
         json!({"posts": self.posts, "created": self.created, "deletes": self.deletes,
-               "batches": batches})
+               "yarn_kills": self.yarn.kills, "batches": batches, "yarn": self.yarn.stats()})
     }
 }
 

@@ -22,9 +22,13 @@
 
 mod api;
 mod batch;
+mod control;
 mod faults;
 mod request;
 mod runner;
+#[cfg(test)]
+mod testing;
+mod yarn;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

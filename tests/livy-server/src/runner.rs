@@ -1,5 +1,6 @@
-//! What makes a batch move: a real spark-submit child whose output fills the batch log, or a
-//! scripted `sim:` outcome driven by tokio timers (one task per batch, no thread).
+//! What makes a batch move: a real spark-submit child whose output fills the batch log (local
+//! mode: no YARN application), or a scripted `sim:` outcome that drives the batch's YARN
+//! application with tokio timers (one task per application, no thread), which the batch mirrors.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::batch::{App, Batch, ChildHandle, is_finished};
+use crate::batch::{App, ChildHandle, Registry, is_finished};
+use crate::yarn::{FinalStatus, YarnState};
 
 /// How long spark-submit's pipes may outlive it: a python grandchild can hold them open.
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
@@ -39,7 +41,8 @@ pub struct SimSpec {
     pub start: Duration,
     /// Time spent running before the outcome.
     pub run: Duration,
-    /// Give the batch a YARN application id and URLs once it runs.
+    /// Show the YARN application id and URLs in the batch once it runs (the application
+    /// exists either way).
     pub app: bool,
     /// The log line written on failure.
     pub msg: String,
@@ -122,73 +125,69 @@ fn percent_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts the batch stored at `key` in the background.
-pub fn start(app: Arc<App>, key: usize, id: i32, launch: Launch) {
-    let span = info_span!("batch", id);
-    match launch {
-        Launch::Real(argv) => tokio::spawn(run_real(app, key, argv).instrument(span)),
-        Launch::Sim(spec) => tokio::spawn(run_sim(app, key, spec).instrument(span)),
-    };
+/// Runs the spark-submit child of the batch stored at `key` in the background.
+pub fn start_real(app: Arc<App>, key: usize, id: i32, argv: Vec<String>) {
+    tokio::spawn(run_real(app, key, argv).instrument(info_span!("batch", id)));
 }
 
-/// Applies a scripted step unless the batch is gone or a control call took its state over.
-fn step(app: &App, key: usize, script: u64, f: impl FnOnce(&mut Batch)) -> bool {
-    let mut ran = false;
-    app.with_held(key, |b| {
-        if b.script == script {
-            f(b);
-            ran = true;
-        }
-    });
-    ran
+/// Drives the YARN application stored at `key` (submitted for batch `id`) in the background.
+pub fn start_sim(app: Arc<App>, key: usize, id: i32, spec: SimSpec) {
+    tokio::spawn(run_sim(app, key, spec).instrument(info_span!("batch", id)));
 }
 
+/// The Livy state a batch shows while its application is RUNNING: a word other than the standard
+/// outcomes is shown literally.
+pub fn running_as(outcome: &str) -> &str {
+    match outcome {
+        "success" | "dead" | "killed" | "error" | "forever" => "running",
+        word => word,
+    }
+}
+
+/// Applies a scripted step to the application unless something else took it over.
+fn step(app: &App, key: usize, script: u64, f: impl FnOnce(&mut Registry)) -> bool {
+    let mut reg = app.lock();
+    if reg.yarn.apps.get(key).is_none_or(|a| a.script != script) {
+        return false;
+    }
+    f(&mut reg);
+    true
+}
+
+/// The script lives with the application, not the batch: it runs on after Livy forgot the batch,
+/// and the batch sees it only while it follows the application.
 async fn run_sim(app: Arc<App>, key: usize, spec: SimSpec) {
-    // A new batch's script number; a control call bumps it to stop this task.
+    // A new application's script number; anything taking the application over bumps it.
     let script = 0;
     sleep(spec.start).await;
-    let standard = matches!(
-        spec.outcome.as_str(),
-        "success" | "dead" | "killed" | "error" | "forever"
-    );
-    let running = if standard {
-        "running"
-    } else {
-        spec.outcome.as_str()
-    };
-    let app_id = spec.app.then(|| app.next_app_id());
-    let ran = step(&app, key, script, |b| {
-        b.set_state(running);
-        if let Some(app_id) = app_id {
-            let container = app_id.replacen("application", "container", 1);
-            b.driver_log_url = Some(format!(
-                "http://127.0.0.1:8042/node/containerlogs/{container}_01_000001/livy"
-            ));
-            b.spark_ui_url = Some(format!("http://127.0.0.1:8088/proxy/{app_id}/"));
-            b.app_id = Some(app_id);
-        }
-        for i in 1..=spec.lines {
-            b.push_line(format!(
-                "sim: batch {} output line {i}/{}",
-                b.id, spec.lines
-            ));
+    let ran = step(&app, key, script, |reg| {
+        reg.update_app(key, |a| {
+            a.set(YarnState::Running, FinalStatus::Undefined, None)
+        });
+        if let Some(b) = reg.follower(key) {
+            for i in 1..=spec.lines {
+                let line = format!("sim: batch {} output line {i}/{}", b.id, spec.lines);
+                b.push_line(line);
+            }
         }
     });
     if !ran || spec.outcome == "forever" {
         return;
     }
     sleep(spec.run).await;
-    step(&app, key, script, |b| match spec.outcome.as_str() {
-        outcome @ ("dead" | "killed" | "error") => {
+    step(&app, key, script, |reg| {
+        let (state, status) = match spec.outcome.as_str() {
+            "dead" | "error" => (YarnState::Failed, FinalStatus::Failed),
+            "killed" => (YarnState::Killed, FinalStatus::Killed),
+            // A literal state is followed by success too.
+            _ => (YarnState::Finished, FinalStatus::Succeeded),
+        };
+        let failed = status != FinalStatus::Succeeded;
+        if let Some(b) = reg.follower(key).filter(|_| failed) {
             b.push_line(spec.msg.clone());
-            b.set_state(outcome);
         }
-        // YARN resets the AM log URL once the app has FINISHED; a non-standard state is
-        // followed by success too.
-        _ => {
-            b.driver_log_url = None;
-            b.set_state("success");
-        }
+        let diagnostics = failed.then_some(spec.msg.as_str());
+        reg.update_app(key, |a| a.set(state, status, diagnostics));
     });
 }
 
