@@ -507,4 +507,50 @@ mod tests {
         assert_eq!(reg.sweep(Duration::ZERO, now), 1);
         assert_eq!(reg.held().count(), 1);
     }
+
+    #[test]
+    fn a_batch_mirrors_its_application_like_livy() {
+        let mut app = YarnApp::new(
+            "application_1_0001".into(),
+            "n".into(),
+            "q".into(),
+            vec![],
+            0,
+        );
+        let mut b = Batch::new(0, None, "sim:x".into(), json!({}), true);
+        b.yarn = Some(YarnLink {
+            app: 0,
+            following: true,
+            show_app: true,
+            running_as: "busy".into(),
+        });
+        let mut seen = |state, status, diagnostics: &str, b: &mut Batch| {
+            app.set(state, status, Some(diagnostics));
+            b.mirror(&app);
+            b.state.clone()
+        };
+        use FinalStatus as F;
+        use YarnState as Y;
+        assert_eq!(seen(Y::Submitted, F::Undefined, "", &mut b), "starting");
+        assert_eq!(b.app_id, None);
+        b.set_state("recovering");
+        assert_eq!(seen(Y::Accepted, F::Undefined, "", &mut b), "recovering");
+        // RUNNING wins whatever the final status says (LIVY-642's pairs).
+        assert_eq!(seen(Y::Running, F::Succeeded, "", &mut b), "busy");
+        assert_eq!(b.app_id.as_deref(), Some("application_1_0001"));
+        assert!(b.driver_log_url.is_some());
+        assert_eq!(seen(Y::Finished, F::Undefined, "odd", &mut b), "dead");
+        assert_eq!(b.diagnostics, ["odd"]);
+        assert_eq!(seen(Y::Finished, F::Killed, "", &mut b), "killed");
+        assert_eq!(seen(Y::Failed, F::Failed, "a\nb", &mut b), "dead");
+        assert_eq!(b.log_lines()[2..], ["\nYARN Diagnostics: ", "a", "b"]);
+        assert_eq!(seen(Y::Finished, F::Succeeded, "", &mut b), "success");
+        assert_eq!(b.driver_log_url, None);
+        assert!(b.diagnostics.is_empty());
+        // A batch that no longer follows keeps its state.
+        if let Some(link) = b.yarn.as_mut() {
+            link.following = false;
+        }
+        assert_eq!(seen(Y::Killed, F::Killed, "", &mut b), "success");
+    }
 }

@@ -249,3 +249,273 @@ async fn reattach(app: Arc<App>) {
         reg.update_app(key, |_| {});
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{app_id, call, server, stats, wait_for_app, wait_for_state};
+    use serde_json::Value;
+
+    async fn yarn(app: &axum::Router, id: &str) -> Value {
+        let uri = format!("/ws/v1/cluster/apps/{id}");
+        call(app, "GET", &uri, "").await.1["app"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_clean_restart_kills_the_applications_of_the_batches_it_forgets() {
+        let app = server(false);
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:forever?start=0"}"#,
+        )
+        .await;
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:success?start=60"}"#,
+        )
+        .await;
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:success?start=0&run=0"}"#,
+        )
+        .await;
+        wait_for_state(&app, 0, "running").await;
+        wait_for_state(&app, 2, "success").await;
+        let (status, _) = call(&app, "POST", "/_control/restart", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, list) = call(&app, "GET", "/batches", "").await;
+        assert_eq!(list["total"], 0);
+        let stats = stats(&app).await;
+        for n in [0, 1] {
+            assert_eq!(stats["yarn"][n]["state"], "KILLED");
+            assert_eq!(stats["yarn"][n]["killed_by"], "livy-shutdown");
+        }
+        assert_eq!(stats["yarn"][2]["state"], "FINISHED");
+        assert_eq!(stats["yarn"][2]["killed_by"], Value::Null);
+        // The forgotten batch keeps the state Livy last showed.
+        assert_eq!(stats["batches"][0]["state"], "running");
+        let killed = yarn(&app, &app_id(&app, 0).await).await;
+        assert_eq!(killed["diagnostics"], "Killed by Livy shutdown");
+        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        assert_eq!(batch["id"], 0, "ids restart at 0");
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_the_applications_run_on_unobserved() {
+        let app = server(false);
+        let body = r#"{"file":"sim:success?start=0&run=0.3","name":"orphan"}"#;
+        call(&app, "POST", "/batches", body).await;
+        wait_for_state(&app, 0, "running").await;
+        let id = app_id(&app, 0).await;
+        let crash = r#"{"crash":true}"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/restart", crash).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&app, "GET", "/batches/orphan", "").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(yarn(&app, &id).await["state"], "RUNNING");
+        // Id 0 goes to another job, with another application.
+        let (_, other) = call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:forever?start=60"}"#,
+        )
+        .await;
+        assert_eq!(other["id"], 0);
+        wait_for_app(&app, &id, "FINISHED").await;
+        let done = yarn(&app, &id).await;
+        assert_eq!(done["finalStatus"], "SUCCEEDED");
+        let stats = stats(&app).await;
+        assert_eq!(stats["yarn"][0]["killed_by"], Value::Null);
+        assert_eq!(stats["batches"][0]["state"], "running");
+        assert_eq!(stats["batches"][1]["state"], "starting");
+        // The orphan is found by its tag and can be killed through YARN.
+        let tag = stats["yarn"][0]["tags"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let uri = format!("/ws/v1/cluster/apps?applicationTags={tag}");
+        let (_, found) = call(&app, "GET", &uri, "").await;
+        assert_eq!(found["apps"]["app"][0]["id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_recovery_restart_reattaches_to_the_applications() {
+        let app = server(false);
+        let bodies = [
+            r#"{"file":"sim:success?start=0&run=0.6&app=1&lines=2"}"#,
+            r#"{"file":"sim:success?start=60"}"#,
+            r#"{"file":"sim:dead?start=0&run=0"}"#,
+            r#"{"file":"sim:success?start=0&run=0"}"#,
+        ];
+        for body in bodies {
+            call(&app, "POST", "/batches", body).await;
+        }
+        wait_for_state(&app, 0, "running").await;
+        wait_for_state(&app, 2, "dead").await;
+        wait_for_state(&app, 3, "success").await;
+        let recovery = r#"{"recovery":true}"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/restart", recovery).await.0,
+            StatusCode::OK
+        );
+        let (_, list) = call(&app, "GET", "/batches", "").await;
+        let states: Vec<Value> = (list["sessions"].as_array().into_iter().flatten())
+            .map(|b| json!([b["id"], b["state"]]))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                json!([0, "recovering"]),
+                json!([1, "recovering"]),
+                json!([3, "success"])
+            ]
+        );
+        let (_, log) = call(&app, "GET", "/batches/0/log", "").await;
+        assert_eq!(log["total"], 3, "the spark-submit output is lost");
+        // The first poll finds the application RUNNING; the ACCEPTED one keeps `recovering`.
+        wait_for_state(&app, 0, "running").await;
+        wait_for_state(&app, 0, "success").await;
+        tokio::time::sleep(REATTACH).await;
+        let (_, state) = call(&app, "GET", "/batches/1/state", "").await;
+        assert_eq!(state["state"], "recovering");
+        let uri = format!("/_control/yarn/apps/{}/state", app_id(&app, 1).await);
+        call(&app, "POST", &uri, r#"{"state":"RUNNING"}"#).await;
+        wait_for_state(&app, 1, "running").await;
+        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        assert_eq!(batch["id"], 4, "ids continue");
+        let stats = stats(&app).await;
+        assert!(
+            stats["yarn"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|a| a["killed_by"].is_null())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forced_livy_state_moves_the_application_unless_yarn_is_false() {
+        let app = server(false);
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:success?start=0&run=0.3"}"#,
+        )
+        .await;
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:forever?start=0"}"#,
+        )
+        .await;
+        wait_for_state(&app, 0, "running").await;
+        wait_for_state(&app, 1, "running").await;
+        let (a, b) = (app_id(&app, 0).await, app_id(&app, 1).await);
+
+        // Livy misreports: the application keeps its script and finishes; Livy stays dead.
+        let force = r#"{"state":"dead","yarn":false}"#;
+        let (status, body) = call(&app, "POST", "/_control/batches/0/state", force).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({"id": 0, "state": "dead"}))
+        );
+        assert_eq!(yarn(&app, &a).await["state"], "RUNNING");
+        wait_for_app(&app, &a, "FINISHED").await;
+        let (_, state) = call(&app, "GET", "/batches/0/state", "").await;
+        assert_eq!(state["state"], "dead");
+        let stats = stats(&app).await;
+        assert_eq!(stats["yarn"][0]["finalStatus"], "SUCCEEDED");
+
+        // By default the application follows.
+        call(
+            &app,
+            "POST",
+            "/_control/batches/1/state",
+            r#"{"state":"success"}"#,
+        )
+        .await;
+        let done = yarn(&app, &b).await;
+        assert_eq!(
+            (done["state"].clone(), done["finalStatus"].clone()),
+            (json!("FINISHED"), json!("SUCCEEDED"))
+        );
+        let (_, state) = call(&app, "GET", "/batches/1/state", "").await;
+        assert_eq!(state["state"], "success");
+        call(
+            &app,
+            "POST",
+            "/_control/batches/1/state",
+            r#"{"state":"error"}"#,
+        )
+        .await;
+        assert_eq!(yarn(&app, &b).await["state"], "FAILED");
+        let (_, state) = call(&app, "GET", "/batches/1/state", "").await;
+        assert_eq!(state["state"], "error");
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/_control/batches/1/state",
+            r#"{"state":"x","yarn":1}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_forced_application_state_is_mirrored_and_stops_the_script() {
+        let app = server(false);
+        call(
+            &app,
+            "POST",
+            "/batches",
+            r#"{"file":"sim:success?start=0&run=0.2"}"#,
+        )
+        .await;
+        wait_for_state(&app, 0, "running").await;
+        let id = app_id(&app, 0).await;
+        let uri = format!("/_control/yarn/apps/{id}/state");
+        let force = r#"{"state":"finished","finalStatus":"FAILED","diagnostics":"lost\nnode"}"#;
+        let (status, body) = call(&app, "POST", &uri, force).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["app"]["state"], "FINISHED");
+        assert_eq!(body["app"]["finalStatus"], "FAILED");
+        wait_for_state(&app, 0, "dead").await;
+        let (_, log) = call(&app, "GET", "/batches/0/log", "").await;
+        let lines = log["log"].as_array().cloned().unwrap_or_default();
+        assert_eq!(lines[lines.len() - 2..], [json!("lost"), json!("node")]);
+        // Back to RUNNING: the script no longer finishes it.
+        call(&app, "POST", &uri, r#"{"state":"RUNNING"}"#).await;
+        wait_for_state(&app, 0, "running").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let app_now = yarn(&app, &id).await;
+        assert_eq!(app_now["state"], "RUNNING");
+        assert_eq!(app_now["finalStatus"], "UNDEFINED");
+        assert_eq!(app_now["finishedTime"], 0);
+        let (status, _) = call(&app, "POST", &uri, r#"{"state":"DONE"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = call(
+            &app,
+            "POST",
+            &uri,
+            r#"{"state":"FAILED","finalStatus":"no"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let uri = "/_control/yarn/apps/application_1_9999/state";
+        let (status, _) = call(&app, "POST", uri, r#"{"state":"FAILED"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
