@@ -1,24 +1,68 @@
-//! A Livy-compatible batch REST server for the integration tests and the demo.
+//! A Livy-compatible batch REST server for the integration tests and the demo, with a simulated
+//! YARN ResourceManager on the same listener.
 //!
-//! It follows Apache Livy's batch API as `/work/shared/reference/livy-batch-api.md` describes it
-//! (routes, error shapes, id and name rules, log paging, retention, CSRF) and runs each batch
-//! either as a real `spark-submit` child (local mode: `appId` stays null) or, for a `file` of the
-//! form `sim:<outcome>?start=&run=&app=&msg=&lines=`, as a scripted outcome. A `/_control` API
-//! lets tests read counters, inject faults, force states and simulate restarts.
+//! It follows Apache Livy's batch API (routes, error shapes, id and name rules, log paging,
+//! retention, CSRF) and runs each batch either as a real `spark-submit` child (local mode: no
+//! YARN application, `appId` stays null) or, for a `file` of the form
+//! `sim:<outcome>?start=&run=&app=&msg=&lines=`, as a YARN application driven by a script, which
+//! the batch mirrors the way Livy in YARN cluster mode follows its applications.
+//!
+//! # The simulated ResourceManager
+//! Every `sim:` batch submits an application at creation (`ACCEPTED`), tagged
+//! `livy-batch-<id>-<8 random chars>` followed by the request's `spark.yarn.tags`, all lower-cased.
+//! The script moves the application (`ACCEPTED` for `start`, then `RUNNING`, then after `run`:
+//! `success` FINISHED/SUCCEEDED, `dead` and `error` FAILED/FAILED with `msg` as diagnostics,
+//! `killed` KILLED/KILLED, `forever` stays RUNNING, any other word is shown by Livy while RUNNING
+//! and then succeeds). The application outlives Livy's memory of the batch: the script runs on
+//! after a restart or a DELETE forgot the batch. While Livy holds a batch that follows its
+//! application, the batch state mirrors it (ACCEPTED → `starting`, RUNNING → `running`,
+//! FINISHED+SUCCEEDED → `success`, FAILED or FINISHED+FAILED → `dead`, KILLED → `killed`; a
+//! `recovering` batch stays so until RUNNING or final), and a failed application's diagnostics
+//! follow the `YARN Diagnostics` log header. `appId` and `appInfo` show only with `app=1`.
+//!
+//! RM routes (own faults, never Livy's faults or CSRF):
+//! - `GET /ws/v1/cluster/apps?applicationTags=a,b&states=RUNNING,ACCEPTED`: apps with any of the
+//!   tags, in any of the states; `{"apps":null}` when none.
+//! - `GET /ws/v1/cluster/apps/{appid}` and `.../state`; unknown ids get a 404 `RemoteException`.
+//! - `PUT /ws/v1/cluster/apps/{appid}/state {"state":"KILLED"}`: 202 and the kill lands shortly
+//!   after (a batch following the application becomes `killed`); 200 on a final application.
+//!
+//! # Control API (`/_control`, never faulted)
+//! - `GET stats`: counters (`posts`, `created`, `deletes`, `yarn_kills`), every batch ever created
+//!   and every application ever submitted (with who killed it).
+//! - `POST faults`: Livy error rate/status and latency, a lost or slowed `POST /batches` reply, and
+//!   an RM error rate/status.
+//! - `POST batches/{id}/state {"state", "yarn"}`: forces Livy's state; with `yarn` (the default)
+//!   the application moves to the matching state and its script stops, without it Livy misreports
+//!   and stops following the application.
+//! - `POST yarn/apps/{appid}/state {"state", "finalStatus", "diagnostics"}`: forces an application.
+//! - `POST restart {"recovery", "crash"}`: a Livy restart. Without recovery every held batch is
+//!   forgotten and ids restart at 0; a clean stop also kills the unfinished applications and real
+//!   children of those batches, a crash leaves them running. With recovery, unfinished batches
+//!   come back `recovering` and re-attach to their applications, `success` ones are kept, the
+//!   other finished ones are forgotten, and ids continue.
 //!
 //! # Layout
 //! - `main.rs`: command line, logging, serving, retention sweep, shutdown.
-//! - `api.rs`: the Livy routes, the fault/CSRF gate, the control routes.
+//! - `api.rs`: the Livy routes, the fault/CSRF gate, the router that merges all routes.
+//! - `yarn.rs`: the ResourceManager: application records, the cluster registry, the RM routes.
+//! - `control.rs`: the control routes.
 //! - `request.rs`: the create body, checked like Jackson and Livy, and the spark-submit arguments.
-//! - `batch.rs`: batch records, the registry, the log ring buffer, paging arithmetic.
-//! - `runner.rs`: spark-submit children and the `sim:` driver.
+//! - `batch.rs`: batch records and how they mirror their application, the registry (which holds
+//!   the cluster under the same lock), the log ring buffer, paging arithmetic.
+//! - `runner.rs`: spark-submit children and the `sim:` script.
 //! - `faults.rs`: fault-injection settings.
 //!
-//! # Deviations from Livy
+//! # Deviations from Livy and YARN
 //! - Without `--local-dir-whitelist`, every local path is allowed (Livy allows none).
 //! - A create that fails file validation leaves no "ghost" batch behind.
 //! - No auth, ACLs, impersonation or conf blacklist; `owner` and `proxyUser` are always null.
-//! - A forced state (`/_control/batches/{id}/state`) stops a `sim:` script for good.
+//! - Only `sim:` batches are YARN applications; real batches run in local mode beside the
+//!   simulated cluster.
+//! - A forced state stops the application's script for good (unless Livy was told to misreport).
+//! - The RM knows only `applicationTags` and `states` as list filters, never forgets an
+//!   application, accepts only `KILLED` as a target state, and needs no user or auth.
+//! - A recovered batch re-attaches after a fixed short delay rather than at Livy's poll interval.
 
 mod api;
 mod batch;
