@@ -484,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn a_sim_script_drives_its_application_and_the_batch_mirrors_it() {
         let app = server(false);
-        let body = r#"{"file":"sim:dead?start=0.1&run=0.2&msg=boom&lines=2"}"#;
+        let body = r#"{"file":"sim:dead?start=0.1&run=0.5&msg=boom&lines=2"}"#;
         let (status, batch) = call(&app, "POST", "/batches", body).await;
         assert_eq!(
             (status, batch["state"].clone()),
@@ -519,7 +519,7 @@ mod tests {
         );
 
         // A literal word is shown while RUNNING, then the application succeeds.
-        let body = r#"{"file":"sim:busy?start=0&run=0.3&app=1"}"#;
+        let body = r#"{"file":"sim:busy?start=0&run=0.6&app=1"}"#;
         call(&app, "POST", "/batches", body).await;
         let id = app_id(&app, 1).await;
         wait_for_state(&app, 1, "busy").await;

@@ -309,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_crash_the_applications_run_on_unobserved() {
         let app = server(false);
-        let body = r#"{"file":"sim:success?start=0&run=0.3","name":"orphan"}"#;
+        let body = r#"{"file":"sim:success?start=0&run=0.8","name":"orphan"}"#;
         call(&app, "POST", "/batches", body).await;
         wait_for_state(&app, 0, "running").await;
         let id = app_id(&app, 0).await;
@@ -353,7 +353,7 @@ mod tests {
     async fn a_recovery_restart_reattaches_to_the_applications() {
         let app = server(false);
         let bodies = [
-            r#"{"file":"sim:success?start=0&run=0.6&app=1&lines=2"}"#,
+            r#"{"file":"sim:success?start=0&run=1&app=1&lines=2"}"#,
             r#"{"file":"sim:success?start=60"}"#,
             r#"{"file":"sim:dead?start=0&run=0"}"#,
             r#"{"file":"sim:success?start=0&run=0"}"#,
@@ -411,7 +411,7 @@ mod tests {
             &app,
             "POST",
             "/batches",
-            r#"{"file":"sim:success?start=0&run=0.3"}"#,
+            r#"{"file":"sim:success?start=0&run=0.8"}"#,
         )
         .await;
         call(
@@ -481,7 +481,7 @@ mod tests {
             &app,
             "POST",
             "/batches",
-            r#"{"file":"sim:success?start=0&run=0.2"}"#,
+            r#"{"file":"sim:success?start=0&run=0.6"}"#,
         )
         .await;
         wait_for_state(&app, 0, "running").await;
@@ -499,7 +499,7 @@ mod tests {
         // Back to RUNNING: the script no longer finishes it.
         call(&app, "POST", &uri, r#"{"state":"RUNNING"}"#).await;
         wait_for_state(&app, 0, "running").await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
         let app_now = yarn(&app, &id).await;
         assert_eq!(app_now["state"], "RUNNING");
         assert_eq!(app_now["finalStatus"], "UNDEFINED");
