@@ -79,11 +79,28 @@ pub struct RunArgs {
           value_delimiter = ',', value_parser = parse_host)]
     pub allowed_livy_hosts: Vec<String>,
 
-    /// How long Livy may keep failing (connection errors, 5xx, too many sessions) before a task
-    /// fails with Livy.Unavailable.
+    /// How long a submission is retried while Livy fails (connection errors, 5xx, too many
+    /// sessions) before the task fails with Livy.Unavailable (only once no batch of it exists).
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_RETRY_TIMEOUT",
           default_value = "2m", value_parser = parse_duration)]
     pub livy_retry_timeout: Duration,
+
+    /// How long Livy may stay unreachable while a batch runs; then the worker kills the
+    /// application and reports Livy.Unavailable (or SparkJob.Unknown if the kill is unconfirmed).
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_OUTAGE_LIMIT",
+          default_value = "1h", value_parser = parse_duration)]
+    pub livy_outage_limit: Duration,
+
+    /// How long Livy keeps a finished batch (its livy.server.session.state-retain.sec).
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_RETENTION",
+          default_value = "10m", value_parser = parse_duration)]
+    pub livy_retention: Duration,
+
+    /// YARN ResourceManager web address (repeatable, for high availability) [default: from
+    /// $HADOOP_CONF_DIR or /etc/hadoop/conf yarn-site.xml, else http://<this host>:8088].
+    #[arg(long = "yarn-url", value_name = "URL", env = "SPARK_ACTIVITY_WORKER_YARN_URL",
+          value_delimiter = ',', value_parser = parse_http_url)]
+    pub yarn_urls: Vec<Url>,
 
     /// Name shown in the execution history [default: the host name].
     #[arg(long, value_name = "NAME", env = "SPARK_ACTIVITY_WORKER_WORKER_NAME", value_parser = parse_non_empty)]
@@ -185,12 +202,16 @@ fn parse_arn(s: &str) -> Result<String, String> {
 }
 
 fn parse_livy_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    parse_http_url(s).map_err(|e| e.replace("HOST:PORT", "localhost:8998"))
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("expected an http(s) URL like http://localhost:8998".into());
+        return Err("expected an http(s) URL like http://HOST:PORT".into());
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err("the Livy URL cannot have a query or fragment".into());
+        return Err("the URL cannot have a query or fragment".into());
     }
     Ok(url)
 }
@@ -275,6 +296,9 @@ mod tests {
         assert_eq!(a.shutdown_mode, ShutdownMode::Detach);
         assert_eq!(a.state_dir, PathBuf::from("/var/lib/spark-activity-worker"));
         assert_eq!(a.allowed_hosts(), vec!["localhost".to_owned()]);
+        assert_eq!(a.livy_outage_limit, Duration::from_secs(3600));
+        assert_eq!(a.livy_retention, Duration::from_secs(600));
+        assert!(a.yarn_urls.is_empty(), "found in yarn-site.xml at start");
         assert!(a.validate().is_ok());
     }
 
@@ -309,6 +333,14 @@ mod tests {
             (
                 vec!["--activity-arn", ARN, "--allowed-livy-host", "http://x/"],
                 "--allowed-livy-host",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--yarn-url", "rm:8088"],
+                "--yarn-url",
+            ),
+            (
+                vec!["--activity-arn", ARN, "--livy-outage-limit", "0s"],
+                "--livy-outage-limit",
             ),
             (vec![], "--activity-arn"),
         ] {

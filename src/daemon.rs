@@ -1,4 +1,4 @@
-//! Composition root: builds the clients, resumes the journal, starts the Livy probe and the
+//! Composition root: builds the clients, resumes the journal, starts the health watchers and the
 //! pollers, and runs the shutdown sequence (stop polling → let open polls return → detach, drain
 //! or kill the tasks, as `--shutdown-mode` says → exit).
 
@@ -9,15 +9,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::batch::Timing;
 use crate::config::{RunArgs, ShutdownMode};
 use crate::health;
 use crate::journal::Journal;
-use crate::livy::LivyClient;
+use crate::livy::{Livy, LivyClient};
 use crate::poller::Poller;
 use crate::sfn::SfnClient;
 use crate::shutdown::{notify_ready, notify_stopping};
-use crate::supervisor::{self, Context, InFlight, Settings};
+use crate::supervisor::{Context, InFlight, Settings};
+use crate::task;
 use crate::watchdog::{self, Liveness};
+use crate::yarn::{self, YarnClient};
+
+/// How long a submitted batch may take to reach YARN before "no application" means none will
+/// come: Livy's own `livy.server.yarn.app-lookup-timeout`.
+const YARN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs until `shutdown` is cancelled and the shutdown sequence is over.
 pub async fn run(
@@ -25,18 +32,34 @@ pub async fn run(
     journal: Journal,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let livy = LivyClient::new(args.livy_url.clone())?;
-    let sfn = SfnClient::from_env().await;
+    let livy: Arc<dyn Livy> = Arc::new(LivyClient::new(args.livy_url.clone())?);
+    let sfn = Arc::new(SfnClient::from_env().await);
     let worker_name: Arc<str> = args.worker_name().into();
+    let yarn_urls = if args.yarn_urls.is_empty() {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        yarn::discover(&yarn::conf_dir(), &host)
+    } else {
+        args.yarn_urls.clone()
+    };
+    let yarn = Arc::new(YarnClient::new(yarn_urls.clone())?);
     let ctx = Arc::new(Context {
         sfn,
         livy: livy.clone(),
+        yarn,
         settings: Settings {
-            sync_interval: args.sync_interval,
             heartbeat_interval: args.heartbeat_interval,
             default_file: args.default_file.clone(),
             allowed_hosts: args.allowed_hosts(),
-            livy_retry_timeout: args.livy_retry_timeout,
+            timing: Timing {
+                sync_interval: args.sync_interval,
+                livy_retry_timeout: args.livy_retry_timeout,
+                livy_outage_limit: args.livy_outage_limit,
+                livy_retention: args.livy_retention,
+                yarn_lookup_timeout: YARN_LOOKUP_TIMEOUT,
+            },
         },
         in_flight: InFlight::default(),
         journal: journal.clone(),
@@ -51,6 +74,7 @@ pub async fn run(
         livy_up_tx,
         stop_probe.clone(),
     ));
+    let journal_probe = tokio::spawn(health::watch_journal(journal.clone(), stop_probe.clone()));
 
     let slots = Arc::new(Semaphore::new(args.max_concurrent_tasks as usize));
     let tasks = TaskTracker::new();
@@ -64,7 +88,7 @@ pub async fn run(
         let permit = slots.clone().try_acquire_owned().ok();
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            supervisor::resume(ctx, key, entry).await;
+            task::resumed(ctx, key, entry).await;
             drop(permit);
         });
     }
@@ -85,6 +109,7 @@ pub async fn run(
                     worker_name: worker_name.clone(),
                     slots: slots.clone(),
                     livy_up: livy_up.clone(),
+                    journal_writable: journal.writable(),
                     shutdown: shutdown.clone(),
                     tasks: tasks.clone(),
                     liveness: liveness.clone(),
@@ -99,6 +124,7 @@ pub async fn run(
     info!(
         activities = args.activity_arns.len(),
         livy = %redacted(&args.livy_url),
+        yarn = %yarn_urls.iter().map(redacted).collect::<Vec<_>>().join(","),
         worker = %worker_name,
         max_concurrent_tasks = args.max_concurrent_tasks,
         "worker started"
@@ -143,6 +169,7 @@ pub async fn run(
     tasks.wait().await;
     stop_probe.cancel();
     let _ = probe.await;
+    let _ = journal_probe.await;
     let _ = watchdog.await;
     info!("worker stopped");
     Ok(())

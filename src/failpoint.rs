@@ -20,3 +20,26 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// An I/O failpoint: with the `failpoints` feature, fails with an error while the file named by
+/// `SPARK_ACTIVITY_WORKER_FAILPOINT_<NAME>` (upper-case, `-` as `_`) exists, so a test can turn a
+/// failure on and off while the worker runs. Without the feature it always succeeds.
+#[cfg(feature = "failpoints")]
+pub fn io(name: &str) -> std::io::Result<()> {
+    let var = format!(
+        "SPARK_ACTIVITY_WORKER_FAILPOINT_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    );
+    match std::env::var_os(var) {
+        Some(path) if std::path::Path::new(&path).exists() => Err(std::io::Error::other(format!(
+            "failpoint {name}: No space left on device"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn io(_name: &str) -> std::io::Result<()> {
+    Ok(())
+}

@@ -1,7 +1,10 @@
 //! Every error name the worker reports to Step Functions, and the size rules for `error` and `cause`.
 //!
 //! The names are a public contract: state machines match them in `Retry`/`Catch`. Add names, never
-//! rename one; the README's error table lists exactly [`ErrorName::ALL`].
+//! rename one; the README's error table lists exactly [`ErrorName::ALL`], each with whether it is
+//! safe to `Retry`. The rule behind that column: a name is safe to retry only when the worker knows
+//! that no application of the task runs or will run — a retry then never runs the job twice at once.
+//! Where the worker cannot know, it says so with [`ErrorName::Unknown`].
 
 use std::fmt;
 
@@ -17,30 +20,46 @@ pub enum ErrorName {
     Failed,
     /// The batch was killed by someone other than this worker.
     Killed,
-    /// The batch vanished from Livy (404, or its id now names another batch) before it ended.
+    /// Livy has no batch under the task's name and YARN no application with its tag: nothing of
+    /// the task runs or will run (it never reached YARN, or ended unseen).
     Lost,
+    /// The worker cannot tell whether the task's application still runs: a kill it needed (Livy
+    /// and YARN unreachable past `--livy-outage-limit`, decommissioning, a panic) was not confirmed.
+    Unknown,
     /// Livy refused the submission with a 4xx (bad path, blacklisted conf, ...).
     LivyRejected,
-    /// Livy kept failing (connection errors, 5xx, "too many sessions") for the whole retry window.
+    /// Livy kept failing for the whole retry window and the worker confirmed no batch was created,
+    /// or Livy stayed unreachable past `--livy-outage-limit` and the application's kill was confirmed.
     LivyUnavailable,
     /// A bug in the worker: the task's supervisor panicked.
     Panicked,
     /// The worker was shutting down when the task arrived; it never reached Livy.
     ShuttingDown,
+    /// Step Functions refused the task's report for good (access denied, invalid output, a KMS
+    /// key the worker may not use); this one carries what the report said.
+    ReportRefused,
 }
 
 impl ErrorName {
     /// Every name, in the order of the README table.
-    pub const ALL: [ErrorName; 8] = [
+    pub const ALL: [ErrorName; 10] = [
         ErrorName::InvalidInput,
         ErrorName::Failed,
         ErrorName::Killed,
         ErrorName::Lost,
+        ErrorName::Unknown,
         ErrorName::LivyRejected,
         ErrorName::LivyUnavailable,
         ErrorName::Panicked,
         ErrorName::ShuttingDown,
+        ErrorName::ReportRefused,
     ];
+
+    /// Whether a `Retry` on this name can never run the job twice at once: the worker reports it
+    /// only when it knows no application of the task runs or will run.
+    pub const fn safe_to_retry(self) -> bool {
+        !matches!(self, ErrorName::Unknown)
+    }
 
     /// The exact string Step Functions sees.
     pub const fn as_str(self) -> &'static str {
@@ -49,10 +68,12 @@ impl ErrorName {
             ErrorName::Failed => "SparkJob.Failed",
             ErrorName::Killed => "SparkJob.Killed",
             ErrorName::Lost => "SparkJob.Lost",
+            ErrorName::Unknown => "SparkJob.Unknown",
             ErrorName::LivyRejected => "Livy.Rejected",
             ErrorName::LivyUnavailable => "Livy.Unavailable",
             ErrorName::Panicked => "Worker.Panicked",
             ErrorName::ShuttingDown => "Worker.ShuttingDown",
+            ErrorName::ReportRefused => "Worker.ReportRefused",
         }
     }
 }
@@ -172,17 +193,30 @@ mod tests {
 mod readme {
     use super::ErrorName;
 
-    /// The README's error table is the public list: it must name exactly these, in this order.
+    /// The README's error table is the public list: it must name exactly these, in this order,
+    /// and its "safe to Retry" column must say what the code decides.
     #[test]
-    fn readme_error_table_lists_every_name() {
+    fn readme_error_table_lists_every_name_and_whether_it_is_safe_to_retry() {
         let readme = include_str!("../README.md");
-        let table: Vec<&str> = readme
+        let rows: Vec<(&str, &str)> = readme
             .lines()
             .skip_while(|l| !l.starts_with("## Error names"))
+            .take_while(|l| !l.starts_with("```"))
             .filter_map(|l| l.strip_prefix("| `"))
-            .filter_map(|l| l.split('`').next())
+            .filter_map(|l| {
+                let name = l.split('`').next()?;
+                let safe = l.rsplit('|').nth(1)?.trim();
+                Some((name, safe))
+            })
             .collect();
-        let names: Vec<&str> = ErrorName::ALL.iter().map(|n| n.as_str()).collect();
-        assert_eq!(table, names);
+        let want: Vec<(&str, &str)> = ErrorName::ALL
+            .iter()
+            .map(|n| (n.as_str(), if n.safe_to_retry() { "yes" } else { "no" }))
+            .collect();
+        let got: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|(n, safe)| (*n, safe.split([' ', ':', ',']).next().unwrap_or("")))
+            .collect();
+        assert_eq!(got, want);
     }
 }

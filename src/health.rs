@@ -1,18 +1,22 @@
-//! Livy health: probe `GET /version` and publish up/down, so pollers take no work Livy cannot start.
+//! What gates polling: Livy answering its probe, and the journal taking writes. Each is published
+//! on a watch channel; pollers take no new work while either is down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::livy::LivyClient;
+use crate::journal::Journal;
+use crate::livy::Livy;
 
-/// How often Livy is probed. Short: while it is down the worker is not polling at all.
+/// How often Livy is probed, and an unwritable journal retried. Short: while either is down the
+/// worker is not polling at all.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Probes until `stop`, publishing each change. Logs only transitions, not every probe.
-pub async fn watch_livy(livy: LivyClient, up: watch::Sender<bool>, stop: CancellationToken) {
+/// Probes Livy until `stop`, publishing each change. Logs only transitions, not every probe.
+pub async fn watch_livy(livy: Arc<dyn Livy>, up: watch::Sender<bool>, stop: CancellationToken) {
     let mut last = None;
     loop {
         let result = livy.probe().await;
@@ -30,6 +34,33 @@ pub async fn watch_livy(livy: LivyClient, up: watch::Sender<bool>, stop: Cancell
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// While the journal is unwritable, tries a probe write every interval until one succeeds
+/// (the journal then reports itself writable, and polling resumes).
+pub async fn watch_journal(journal: Journal, stop: CancellationToken) {
+    let mut writable = journal.writable();
+    loop {
+        tokio::select! {
+            r = writable.wait_for(|w| !*w) => if r.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = stop.cancelled() => return,
+            }
+            let probe = journal.clone();
+            let result = tokio::task::spawn_blocking(move || probe.probe())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let ok = result.is_ok();
+            journal.note_write(&result);
+            if ok {
+                break;
+            }
         }
     }
 }

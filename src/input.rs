@@ -188,12 +188,12 @@ fn parse_job(obj: &Map<String, Value>, prefix: &str) -> Result<SparkJob, Invalid
         value: obj.get(name).filter(|v| !v.is_null()),
     };
     let name = f("Name").string()?;
-    if let Some(n) = &name {
-        if n.chars().count() > MAX_NAME_CHARS {
-            return Err(InvalidInput(format!(
-                "{prefix}Name is longer than {MAX_NAME_CHARS} characters"
-            )));
-        }
+    if let Some(n) = &name
+        && n.chars().count() > MAX_NAME_CHARS
+    {
+        return Err(InvalidInput(format!(
+            "{prefix}Name is longer than {MAX_NAME_CHARS} characters"
+        )));
     }
     let conf_field = if obj.contains_key("Configuration") {
         "Configuration"

@@ -1,18 +1,24 @@
 //! The journal of in-flight tasks: one small JSON file per task in `--state-dir`, written
 //! atomically and durably, so a restarted worker resumes every task it was handed.
 //!
-//! Life of an entry: written before `POST /batches`; updated with the batch id, on each state
-//! change, and with the final report once decided; removed only after Step Functions accepted the
-//! report or said the task is gone. A torn or corrupt file is logged, set aside as `*.corrupt`
-//! and skipped — never a crash at start.
+//! Life of an entry: written as soon as a task is delivered, before `POST /batches`; updated with
+//! the batch id, on each state change, and with the final report once decided; removed only after
+//! Step Functions accepted the report or said the task is gone. A torn or corrupt file is logged,
+//! set aside as `*.corrupt` and skipped — never a crash at start.
+//!
+//! One process owns the directory: `open` takes an exclusive lock on `.lock` for the life of the
+//! process. A write that fails (disk full) marks the journal unwritable, which stops new polls
+//! until a write succeeds again; see [`Journal::writable`].
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, warn};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
 use crate::failure::{ErrorName, Failure};
 use crate::livy::CreateBatch;
@@ -36,6 +42,9 @@ pub struct Entry {
     /// The submission, so a batch Livy never received can still be submitted after a restart.
     pub request: CreateBatch,
     pub batch_id: Option<i64>,
+    /// The YARN application id, once Livy or YARN showed it.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// RFC 3339; when the batch was first submitted.
     pub submitted_at: Option<String>,
     pub last_state: Option<String>,
@@ -63,6 +72,7 @@ impl Entry {
             name,
             request,
             batch_id: None,
+            app_id: None,
             submitted_at: None,
             last_state: None,
             report: None,
@@ -106,14 +116,18 @@ pub struct StateDirError {
     source: io::Error,
 }
 
-/// The journal directory.
+/// The journal directory, locked by this process.
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+    /// Held open for the life of the process: the lock goes with the last clone.
+    _lock: Arc<File>,
+    writable: Arc<watch::Sender<bool>>,
 }
 
 impl Journal {
-    /// Creates the directory if needed (mode 0700) and proves it is writable, durably.
+    /// Creates the directory if needed (mode 0700), takes its lock and proves it is writable,
+    /// durably. A directory another process holds is refused, naming that process.
     pub fn open(dir: &Path) -> Result<Self, StateDirError> {
         let err = |source| StateDirError {
             path: dir.to_owned(),
@@ -124,14 +138,75 @@ impl Journal {
             .mode(0o700)
             .create(dir)
             .map_err(err)?;
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(".lock"))
+            .map_err(err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = lock.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(err(io::Error::other(format!(
+                    "in use by another spark-activity-worker{who}; one worker per state directory"
+                ))));
+            }
+            Err(TryLockError::Error(e)) => return Err(err(e)),
+        }
+        // The holder's pid, for the message a second process prints.
+        lock.set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| write!(lock, "{}", std::process::id()))
+            .map_err(err)?;
         let journal = Journal {
             dir: dir.to_owned(),
+            _lock: Arc::new(lock),
+            writable: Arc::new(watch::channel(true).0),
         };
-        journal
-            .write_atomic(&dir.join(".probe"), b"ok")
-            .map_err(err)?;
-        fs::remove_file(dir.join(".probe")).map_err(err)?;
+        journal.probe().map_err(err)?;
         Ok(journal)
+    }
+
+    /// Writes and removes a probe file: whether the directory takes durable writes now.
+    pub fn probe(&self) -> io::Result<()> {
+        crate::failpoint::io("journal-write")?;
+        let path = self.dir.join(".probe");
+        self.write_atomic(&path, b"ok")?;
+        fs::remove_file(path)
+    }
+
+    /// `true` while the last write succeeded. New tasks are not polled for while it is `false`:
+    /// a task that cannot be journaled would not survive a restart.
+    pub fn writable(&self) -> watch::Receiver<bool> {
+        self.writable.subscribe()
+    }
+
+    /// Records the result of a write; logs only the transitions.
+    pub fn note_write(&self, result: &io::Result<()>) {
+        let ok = result.is_ok();
+        let changed = self.writable.send_if_modified(|w| {
+            let changed = *w != ok;
+            *w = ok;
+            changed
+        });
+        match result {
+            Err(e) if changed => error!(
+                dir = %self.dir.display(), error = %e,
+                "cannot write the journal; not polling for new tasks until it is writable again (running tasks go on)"
+            ),
+            Ok(()) if changed => info!("the journal is writable again; polling resumes"),
+            _ => {}
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -150,6 +225,9 @@ impl Journal {
             let Some(file) = path.file_name().and_then(|f| f.to_str()).map(str::to_owned) else {
                 continue;
             };
+            if file.starts_with('.') {
+                continue;
+            }
             if file.ends_with(".tmp") {
                 // A write that never reached its rename: the previous version (if any) stands.
                 let _ = fs::remove_file(&path);
@@ -178,21 +256,28 @@ impl Journal {
         Ok(entries)
     }
 
-    /// Writes (or replaces) an entry: temp file, fsync, rename, fsync of the directory.
+    /// Writes (or replaces) an entry atomically and durably (see `write_atomic`).
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
         let journal = self.clone();
         let path = self.path(key);
-        tokio::task::spawn_blocking(move || journal.write_atomic(&path, &bytes))
-            .await
-            .map_err(io::Error::other)?
+        let result = tokio::task::spawn_blocking(move || {
+            crate::failpoint::io("journal-write")?;
+            journal.write_atomic(&path, &bytes)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        self.note_write(&result);
+        result
     }
 
     /// Removes an entry durably; a missing one is fine.
     pub async fn remove(&self, key: &str) -> io::Result<()> {
         let path = self.path(key);
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
+            crate::failpoint::io("journal-write")?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -201,7 +286,10 @@ impl Journal {
             File::open(&dir)?.sync_all()
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        self.note_write(&result);
+        result
     }
 
     /// Replaces `name` atomically and durably. Replacing an entry follows the textbook order —
@@ -232,6 +320,72 @@ impl Journal {
         drop(f);
         // The rename is durable only once the directory itself is synced.
         File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// One task's entry, held in memory and written through to its file: the supervisor's view of
+/// what the journal keeps. Writes are serialised, so a later state never lands before an earlier.
+#[derive(Debug)]
+pub struct Record {
+    journal: Journal,
+    key: String,
+    entry: Mutex<Entry>,
+    /// Whether the entry is on disk (a failed first write leaves it only in memory).
+    saved: std::sync::atomic::AtomicBool,
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Record {
+    /// `saved`: the entry is on disk already (it came from the journal).
+    pub fn new(journal: Journal, key: String, entry: Entry, saved: bool) -> Self {
+        Record {
+            journal,
+            key,
+            entry: Mutex::new(entry),
+            saved: saved.into(),
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The file's name in the journal: the task token's short hash.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Reads the entry. A panic elsewhere cannot leave it half-changed (changes are closures on
+    /// plain data), so a poisoned lock is read through.
+    pub fn read<T>(&self, f: impl FnOnce(&Entry) -> T) -> T {
+        f(&self.entry.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn is_saved(&self) -> bool {
+        self.saved.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Changes the entry and writes it. On error the change is kept in memory (the next write
+    /// carries it) and the journal stops new polls until it is writable again.
+    pub async fn update(&self, change: impl FnOnce(&mut Entry)) -> io::Result<()> {
+        change(&mut self.entry.lock().unwrap_or_else(|e| e.into_inner()));
+        self.save().await
+    }
+
+    /// Writes the entry as it is now.
+    pub async fn save(&self) -> io::Result<()> {
+        let _serial = self.writes.lock().await;
+        let entry = self.read(Entry::clone);
+        let result = self.journal.put(&self.key, &entry).await;
+        if result.is_ok() {
+            self.saved.store(true, std::sync::atomic::Ordering::Release);
+        }
+        result
+    }
+
+    /// Removes the entry: the task needs nothing more from a restarted worker.
+    pub async fn forget(&self) {
+        let _serial = self.writes.lock().await;
+        if let Err(e) = self.journal.remove(&self.key).await {
+            error!(error = %e, "could not remove the journal entry; the next start will report this task again");
+        }
     }
 }
 
@@ -316,6 +470,39 @@ mod tests {
             "{e}"
         );
         let _ = fs::remove_file(&file);
+    }
+
+    #[test]
+    fn a_second_opener_of_the_directory_is_refused_until_the_first_is_gone() {
+        let dir = temp_dir("locked");
+        let first = Journal::open(&dir).expect("open");
+        let e = Journal::open(&dir).expect_err("locked");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("in use by another spark-activity-worker"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        Journal::open(&dir).expect("free again");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_record_writes_through_and_forgets() {
+        let dir = temp_dir("record");
+        let j = Journal::open(&dir).expect("open");
+        let r = Record::new(j.clone(), "k".into(), entry("t"), false);
+        assert!(!r.is_saved());
+        r.update(|e| e.batch_id = Some(3)).await.expect("write");
+        assert!(r.is_saved());
+        assert_eq!(j.load().expect("load")[0].1.batch_id, Some(3));
+        r.forget().await;
+        assert!(j.load().expect("load").is_empty());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

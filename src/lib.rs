@@ -7,18 +7,25 @@
 //! - [`shutdown`]: SIGTERM/SIGINT — first stops, second aborts — and systemd readiness.
 //! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
 //! - [`daemon`]: composition root and the shutdown sequence.
-//! - [`health`]: Livy health probe; no polling while Livy is down.
-//! - [`poller`]: capacity permit → `GetActivityTask` → supervisor.
-//! - [`supervisor`]: one task: validate, submit, sync, heartbeat, report exactly once.
+//! - [`health`]: Livy and journal health; no polling while either is down.
+//! - [`poller`]: capacity permit → `GetActivityTask` → a task.
+//! - [`task`]: where a task comes from (a delivery, the journal, a refusal) → its supervisor.
+//! - [`supervisor`]: one task: heartbeats race its batch, then the report, exactly once.
+//! - [`outcome`]: what a task's end reports: the success output, failure wording.
+//! - [`batch`]: the Livy batch protocol: submit or adopt, follow, cross-check with YARN, kill.
 //! - [`input`]: task input shapes and validation.
-//! - [`journal`]: crash-safe record of in-flight tasks, resumed at start.
+//! - [`journal`]: crash-safe record of in-flight tasks, resumed at start; the state-dir lock.
 //! - [`livy`]: Livy batch API client.
+//! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets).
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
-//! - [`failure`]: the public error names and the `cause` size rules.
-//! - [`backoff`]: retry delays.
+//! - [`failure`]: the public error names, which are safe to retry, and the `cause` size rules.
+//! - [`retry`]: the one retry policy.
 //! - [`failpoint`]: test hooks, compiled only with the `failpoints` feature.
+//!
+//! Modules use only those listed below them (`task` → `supervisor` → `outcome` → `batch` →
+//! clients); clients never call up into roles.
 
-pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod failpoint;
@@ -27,12 +34,16 @@ pub mod health;
 pub mod input;
 pub mod journal;
 pub mod livy;
+pub mod outcome;
 pub mod poller;
+pub mod retry;
 pub mod sfn;
 pub mod shutdown;
 pub mod supervisor;
+pub mod task;
 pub mod telemetry;
 pub mod watchdog;
+pub mod yarn;
 
 /// The version `--version` prints: the crate version and the git revision it was built from.
 pub const VERSION: &str = concat!(

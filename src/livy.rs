@@ -1,10 +1,12 @@
 //! Thin client for Livy's batch API (`/batches`, `/version`), typed after the real server's
 //! behaviour rather than its docs (see the README's "Livy compatibility" notes).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use url::Url;
 
 /// Long enough for Livy's `/version` and batch reads on a busy master node.
@@ -17,9 +19,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a Livy call failed, kept apart so callers can decide to retry, give up, or report.
 #[derive(Debug, thiserror::Error)]
 pub enum LivyError {
-    /// No HTTP answer: connection refused or reset, DNS, timeout.
+    /// The request never reached Livy: connection refused, DNS, connect timeout.
     #[error("livy unreachable: {0}")]
-    Unreachable(String),
+    Connect(String),
+    /// The request may have reached Livy but no answer came: timeout, connection reset.
+    #[error("livy did not answer: {0}")]
+    NoAnswer(String),
     /// Livy answered with a non-success status; `msg` is its `msg`, bare string or body text.
     #[error("livy answered {status}: {msg}")]
     Http { status: u16, msg: String },
@@ -32,7 +37,7 @@ impl LivyError {
     /// Worth retrying: Livy is down, failing, or busy ("too many sessions" is a 400 in Livy).
     pub fn is_transient(&self) -> bool {
         match self {
-            LivyError::Unreachable(_) => true,
+            LivyError::Connect(_) | LivyError::NoAnswer(_) => true,
             LivyError::Http { status, msg } => {
                 *status >= 500
                     || *status == 429
@@ -49,6 +54,17 @@ impl LivyError {
     /// Livy refused the name because a batch of that name is already held.
     pub fn is_duplicate_name(&self) -> bool {
         matches!(self, LivyError::Http { status: 400, msg } if msg.contains("Duplicate session name"))
+    }
+
+    /// For a `POST /batches` that failed this way, whether Livy may have created the batch all
+    /// the same: no answer, a server error (Livy registers a batch before it can fail), or a
+    /// success it could not read. Never for a request that did not reach it, or a 4xx.
+    pub fn may_have_created(&self) -> bool {
+        match self {
+            LivyError::Connect(_) => false,
+            LivyError::NoAnswer(_) | LivyError::Decode(_) => true,
+            LivyError::Http { status, .. } => *status >= 500,
+        }
     }
 }
 
@@ -165,6 +181,34 @@ struct LogPage {
     log: Vec<String>,
 }
 
+/// Livy's batch API as supervisors use it: the seam where component tests put a fake.
+///
+/// A batch is always addressed by its unique name (Livy ≥ 0.6 resolves a non-numeric segment by
+/// name), never by a bare id: ids restart at 0 when Livy restarts without recovery, so an id can
+/// come to name someone else's batch.
+#[async_trait]
+pub trait Livy: Send + Sync + std::fmt::Debug {
+    /// The server's base URL.
+    fn base(&self) -> &Url;
+    /// The same client aimed at another Livy server (a task's `LivyHost`).
+    fn at(&self, base: Url) -> Arc<dyn Livy>;
+    /// `GET /version`, a cheap call every Livy answers.
+    async fn probe(&self) -> Result<(), LivyError>;
+    /// `POST /batches`.
+    async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError>;
+    /// `GET /batches/{name}`.
+    async fn batch(&self, name: &str) -> Result<Batch, LivyError>;
+    /// The last `lines` lines of the batch log.
+    async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError>;
+    /// `DELETE /batches/{name}`: kills the application if it runs, then Livy forgets the batch.
+    async fn delete_batch(&self, name: &str) -> Result<(), LivyError>;
+}
+
+/// The URL of a batch by id, as the task output reports it.
+pub fn batch_url(base: &Url, id: i64) -> String {
+    format!("{}/batches/{id}", base.as_str().trim_end_matches('/'))
+}
+
 /// A Livy server at one base URL. Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct LivyClient {
@@ -178,101 +222,99 @@ impl LivyClient {
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LivyError::Unreachable(e.to_string()))?;
+            .map_err(|e| LivyError::Connect(e.to_string()))?;
         Ok(Self { http, base })
     }
 
-    /// The same connection pool, aimed at another Livy server.
-    pub fn at(&self, base: Url) -> Self {
-        Self {
-            http: self.http.clone(),
-            base,
-        }
+    /// `{base}/batches/{segment}{suffix}`, the segment percent-encoded (names may hold spaces).
+    fn batch_path(&self, segment: &str, suffix: &[&str]) -> Result<Url, LivyError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| LivyError::Decode("the Livy URL cannot have a path".into()))?
+            .pop_if_empty()
+            .push("batches")
+            .push(segment)
+            .extend(suffix);
+        Ok(url)
     }
 
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
-    /// The URL of one batch, as the task output reports it.
-    pub fn batch_url(&self, id: i64) -> String {
-        self.url(&format!("batches/{id}"))
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.base.as_str().trim_end_matches('/'), path)
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
         // Livy's CSRF filter only checks that X-Requested-By is present; send it on every call.
         self.http
-            .request(method, self.url(path))
+            .request(method, url)
             .header("X-Requested-By", "spark-activity-worker")
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(REQUEST_TIMEOUT)
     }
 
-    /// Health probe: `GET /version`, a cheap call every Livy answers.
-    pub async fn probe(&self) -> Result<(), LivyError> {
-        let resp = send(
-            self.request(reqwest::Method::GET, "version")
-                .timeout(PROBE_TIMEOUT),
-        )
-        .await?;
-        check(resp).await.map(drop)
-    }
-
-    /// `POST /batches`.
-    pub async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
-        let req = self.request(reqwest::Method::POST, "batches").json(body);
-        decode(check(send(req).await?).await?).await
-    }
-
-    /// `GET /batches/{id}`.
-    pub async fn batch(&self, id: i64) -> Result<Batch, LivyError> {
-        let req = self.request(reqwest::Method::GET, &format!("batches/{id}"));
-        decode(check(send(req).await?).await?).await
-    }
-
-    /// `GET /batches/{name}`: Livy ≥ 0.6 looks up a non-numeric segment by name.
-    pub async fn batch_by_name(&self, name: &str) -> Result<Batch, LivyError> {
-        let mut url =
-            Url::parse(&self.url("batches/")).map_err(|e| LivyError::Decode(e.to_string()))?;
+    fn root(&self, path: &str) -> Result<Url, LivyError> {
+        let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|()| LivyError::Decode("base url cannot have a path".into()))?
+            .map_err(|()| LivyError::Decode("the Livy URL cannot have a path".into()))?
             .pop_if_empty()
-            .push(name);
+            .push(path);
+        Ok(url)
+    }
+}
+
+#[async_trait]
+impl Livy for LivyClient {
+    fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn at(&self, base: Url) -> Arc<dyn Livy> {
+        Arc::new(Self {
+            http: self.http.clone(),
+            base,
+        })
+    }
+
+    async fn probe(&self) -> Result<(), LivyError> {
         let req = self
-            .http
-            .get(url)
-            .header("X-Requested-By", "spark-activity-worker")
-            .timeout(REQUEST_TIMEOUT);
+            .request(reqwest::Method::GET, self.root("version")?)
+            .timeout(PROBE_TIMEOUT);
+        check(send(req).await?).await.map(drop)
+    }
+
+    async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
+        let req = self
+            .request(reqwest::Method::POST, self.root("batches")?)
+            .json(body);
         decode(check(send(req).await?).await?).await
     }
 
-    /// The last `lines` lines of the batch log (`from` omitted means "the tail").
-    pub async fn log_tail(&self, id: i64, lines: u32) -> Result<Vec<String>, LivyError> {
-        let req = self.request(
-            reqwest::Method::GET,
-            &format!("batches/{id}/log?size={lines}"),
-        );
+    async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
+        let req = self.request(reqwest::Method::GET, self.batch_path(name, &[])?);
+        decode(check(send(req).await?).await?).await
+    }
+
+    async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError> {
+        let mut url = self.batch_path(name, &["log"])?;
+        // `from` omitted means "the tail".
+        url.query_pairs_mut()
+            .append_pair("size", &lines.to_string());
+        let req = self.request(reqwest::Method::GET, url);
         let page: LogPage = decode(check(send(req).await?).await?).await?;
         Ok(page.log)
     }
 
-    /// `DELETE /batches/{id}`: kills the application if it runs, then Livy forgets the batch.
-    pub async fn delete_batch(&self, id: i64) -> Result<(), LivyError> {
+    async fn delete_batch(&self, name: &str) -> Result<(), LivyError> {
         let req = self
-            .request(reqwest::Method::DELETE, &format!("batches/{id}"))
+            .request(reqwest::Method::DELETE, self.batch_path(name, &[])?)
             .timeout(DELETE_TIMEOUT);
         check(send(req).await?).await.map(drop)
     }
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, LivyError> {
-    req.send()
-        .await
-        .map_err(|e| LivyError::Unreachable(error_chain(&e)))
+    req.send().await.map_err(|e| {
+        if e.is_connect() {
+            LivyError::Connect(error_chain(&e))
+        } else {
+            LivyError::NoAnswer(error_chain(&e))
+        }
+    })
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> {
@@ -291,7 +333,7 @@ async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Resu
     let bytes = resp
         .bytes()
         .await
-        .map_err(|e| LivyError::Unreachable(error_chain(&e)))?;
+        .map_err(|e| LivyError::NoAnswer(error_chain(&e)))?;
     serde_json::from_slice(&bytes).map_err(|e| LivyError::Decode(e.to_string()))
 }
 
@@ -313,7 +355,8 @@ fn error_message(body: &str) -> String {
     one_line.chars().take(1000).collect()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line: reqwest hides the cause (refused, timed out) in them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -351,7 +394,12 @@ mod tests {
             status,
             msg: msg.into(),
         };
-        assert!(LivyError::Unreachable("refused".into()).is_transient());
+        assert!(LivyError::Connect("refused".into()).is_transient());
+        assert!(LivyError::NoAnswer("timed out".into()).is_transient());
+        assert!(!LivyError::Connect("refused".into()).may_have_created());
+        assert!(LivyError::NoAnswer("reset".into()).may_have_created());
+        assert!(http(502, "x").may_have_created());
+        assert!(!http(400, "Rejected, too many sessions are being created!").may_have_created());
         assert!(http(503, "x").is_transient());
         assert!(http(400, "Rejected, too many sessions are being created!").is_transient());
         assert!(

@@ -1,5 +1,6 @@
-//! Long polls for one activity ARN: a slot first, then `GetActivityTask`, then a supervisor that
-//! owns the slot. A poll in flight is never dropped: a delivered token cannot be handed back.
+//! Long polls for one activity ARN: a slot first, then `GetActivityTask`, then a task that owns
+//! the slot. A poll in flight is never dropped: a delivered token cannot be handed back. No poll
+//! is made while Livy is down or the journal cannot be written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff;
+use crate::retry::Policy;
 use crate::sfn::SfnError;
-use crate::supervisor::{self, Context};
+use crate::supervisor::Context;
+use crate::task;
 use crate::watchdog::Liveness;
 
 /// A poll still open after this is wedged: the SDK's attempt timeout (70 s) should have ended it.
@@ -26,6 +28,8 @@ pub struct Poller {
     pub slots: Arc<Semaphore>,
     /// Whether Livy answers its health probe; no new work is taken while it does not.
     pub livy_up: watch::Receiver<bool>,
+    /// Whether the journal takes writes; a task that cannot be journaled is not taken.
+    pub journal_writable: watch::Receiver<bool>,
     pub shutdown: CancellationToken,
     /// Where supervisors are spawned, so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -58,8 +62,27 @@ impl Poller {
         }
     }
 
+    /// Waits until `gate` is open (telling the watchdog this loop is alive); `false` on shutdown.
+    async fn gate_open(&self, mut gate: watch::Receiver<bool>, what: &str) -> bool {
+        if *gate.borrow() {
+            return true;
+        }
+        debug!("{what}; waiting before polling");
+        self.alive(
+            async {
+                tokio::select! {
+                    r = gate.wait_for(|open| *open) => r.is_ok(),
+                    () = self.shutdown.cancelled() => false,
+                }
+            },
+            None,
+        )
+        .await
+    }
+
     async fn poll_loop(&mut self) {
-        let mut errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
+        let errors_policy = Policy::backoff(Duration::from_secs(1), Duration::from_secs(60));
+        let mut errors = errors_policy.delays();
         loop {
             // Capacity before polling: a token handed to us starts the task's clock at once.
             let slots = self.slots.clone();
@@ -75,21 +98,11 @@ impl Poller {
                 )
                 .await;
             let Some(permit) = permit else { return };
-            if !*self.livy_up.borrow() {
-                debug!("livy is down; waiting before polling");
-                let mut livy_up = self.livy_up.clone();
-                let up = self
-                    .alive(
-                        async {
-                            tokio::select! {
-                                r = livy_up.wait_for(|up| *up) => r.is_ok(),
-                                () = self.shutdown.cancelled() => false,
-                            }
-                        },
-                        None,
-                    )
-                    .await;
-                if !up {
+            for (gate, what) in [
+                (self.livy_up.clone(), "livy is down"),
+                (self.journal_writable.clone(), "the journal is not writable"),
+            ] {
+                if !self.gate_open(gate, what).await {
                     return;
                 }
             }
@@ -101,22 +114,22 @@ impl Poller {
             let poll = self.ctx.sfn.next_task(&self.activity, &self.worker_name);
             match self.alive(poll, Some(POLL_WEDGED_AFTER)).await {
                 Ok(Some(task)) => {
-                    errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
+                    errors = errors_policy.delays();
                     if self.shutdown.is_cancelled() {
                         info!(token = %task.token, "task arrived during shutdown; failing it as Worker.ShuttingDown");
-                        supervisor::refuse(&self.ctx, &self.activity, &task).await;
+                        task::refuse(&self.ctx, &self.activity, &task).await;
                         drop(permit);
                         return;
                     }
                     let ctx = self.ctx.clone();
                     let activity = self.activity.clone();
                     self.tasks.spawn(async move {
-                        supervisor::supervise(ctx, activity, task).await;
+                        task::delivered(ctx, activity, task).await;
                         drop(permit);
                     });
                 }
                 Ok(None) => {
-                    errors = backoff::delays(Duration::from_secs(1), Duration::from_secs(60));
+                    errors = errors_policy.delays();
                 }
                 Err(e) => {
                     let delay = errors.next().unwrap_or(Duration::from_secs(60));

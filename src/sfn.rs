@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use sha2::{Digest, Sha256};
@@ -68,9 +69,15 @@ pub enum SfnError {
     /// The activity ARN is wrong or the activity was deleted.
     #[error("activity unusable ({code}): {message}")]
     Activity { code: String, message: String },
-    /// The output was refused (not JSON or too large).
-    #[error("output refused: {0}")]
-    InvalidOutput(String),
+    /// The call was refused in a way no retry changes: `AccessDeniedException`, `InvalidOutput`,
+    /// `ValidationException`, or a KMS key the execution is encrypted with that the worker may not
+    /// use (`kms` set: a report without `error`, `cause` or `output` needs no key).
+    #[error("refused ({code}): {message}")]
+    Refused {
+        code: String,
+        message: String,
+        kms: bool,
+    },
     /// Anything else: network, timeouts, 5xx, credentials. Transient as far as we can tell.
     #[error("{0}")]
     Other(String),
@@ -98,10 +105,36 @@ impl SfnError {
                 code: code.unwrap_or_default(),
                 message,
             },
-            Some("InvalidOutput") => SfnError::InvalidOutput(message),
+            Some(
+                c @ ("AccessDeniedException"
+                | "AccessDenied"
+                | "InvalidOutput"
+                | "ValidationException"
+                | "KmsAccessDeniedException"
+                | "KmsInvalidStateException"),
+            ) => SfnError::Refused {
+                kms: c.starts_with("Kms"),
+                code: c.to_owned(),
+                message,
+            },
             _ => SfnError::Other(aws_sdk_sfn::error::DisplayErrorContext(err).to_string()),
         }
     }
+}
+
+/// Step Functions as the worker uses it: the seam where component tests put a fake.
+#[async_trait]
+pub trait Tasks: Send + Sync + fmt::Debug {
+    /// One long poll. `Ok(None)`: nothing was scheduled within the service's 60 s.
+    async fn next_task(
+        &self,
+        activity_arn: &str,
+        worker_name: &str,
+    ) -> Result<Option<Task>, SfnError>;
+    async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError>;
+    async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError>;
+    /// `SendTaskFailure`; `None` sends neither `error` nor `cause` (needs no KMS key).
+    async fn fail(&self, token: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError>;
 }
 
 /// Step Functions, with a long-poll client and a short-call client over one configuration.
@@ -138,9 +171,11 @@ impl SfnClient {
             calls: aws_sdk_sfn::Client::from_conf(calls),
         }
     }
+}
 
-    /// One long poll. `Ok(None)`: nothing was scheduled within the service's 60 s.
-    pub async fn next_task(
+#[async_trait]
+impl Tasks for SfnClient {
+    async fn next_task(
         &self,
         activity_arn: &str,
         worker_name: &str,
@@ -162,7 +197,7 @@ impl SfnClient {
         })
     }
 
-    pub async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
+    async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
         self.calls
             .send_task_heartbeat()
             .task_token(token.secret())
@@ -172,7 +207,7 @@ impl SfnClient {
             .map_err(SfnError::classify)
     }
 
-    pub async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
+    async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
         self.calls
             .send_task_success()
             .task_token(token.secret())
@@ -183,12 +218,12 @@ impl SfnClient {
             .map_err(SfnError::classify)
     }
 
-    pub async fn fail(&self, token: &TaskToken, failure: &Failure) -> Result<(), SfnError> {
+    async fn fail(&self, token: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError> {
         self.calls
             .send_task_failure()
             .task_token(token.secret())
-            .error(failure.error.as_str())
-            .cause(&failure.cause)
+            .set_error(failure.map(|f| f.error.as_str().to_owned()))
+            .set_cause(failure.map(|f| f.cause.clone()))
             .send()
             .await
             .map(drop)

@@ -375,6 +375,10 @@ impl Worker {
         if extra.contains(&"--state-dir") {
             defaults.clear();
         }
+        // The test Livy server also serves the ResourceManager's REST subset.
+        if !extra.contains(&"--yarn-url") {
+            defaults.extend(["--yarn-url", livy]);
+        }
         let bin = env!("CARGO_BIN_EXE_spark-activity-worker");
         // systemd sets WATCHDOG_PID to the service's pid along with WATCHDOG_USEC; a shell that
         // execs the worker knows that pid in advance.

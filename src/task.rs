@@ -1,0 +1,198 @@
+//! Where a supervised task comes from: a delivery (validated, named, tagged and journaled at
+//! once), an entry of the journal after a restart, or a delivery refused during shutdown. Each
+//! becomes one [`Supervisor`], run in a span naming the activity and the token's short hash.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use tracing::{Instrument, error, info, info_span, warn};
+use url::Url;
+
+use crate::batch::{self, Batch};
+use crate::failure::{ErrorName, Failure};
+use crate::input::{self, InvalidInput};
+use crate::journal::{Entry, Record};
+use crate::livy::Livy;
+use crate::outcome::Outcome;
+use crate::sfn::{Task, TaskToken};
+use crate::supervisor::{Context, Reporter, Supervisor, panic_message};
+use crate::yarn::ResourceManager;
+
+/// Supervises a newly delivered task to its single report. Never panics.
+pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
+    let key = task.token.short_hash();
+    async {
+        info!("task received");
+        let reporter = Reporter {
+            sfn: ctx.sfn.clone(),
+            token: task.token.clone(),
+        };
+        let prepared =
+            std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
+        let (entry, livy, yarn) = match prepared {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(InvalidInput(msg))) => {
+                // Not journaled: nothing reached Livy, and the report goes out at once.
+                warn!(cause = %msg, "invalid task input");
+                let failure = Failure::new(ErrorName::InvalidInput, msg);
+                reporter.deliver(&Outcome::Failure(failure)).await;
+                return;
+            }
+            Err(panic) => {
+                let msg = panic_message(panic.as_ref());
+                error!(panic = %msg, "panicked reading the task input");
+                let failure = Failure::new(
+                    ErrorName::Panicked,
+                    format!("spark-activity-worker bug: panicked reading the task input: {msg}"),
+                );
+                reporter.deliver(&Outcome::Failure(failure)).await;
+                return;
+            }
+        };
+        let record = Arc::new(Record::new(ctx.journal.clone(), key.clone(), entry, false));
+        // Journaled before anything else: from here on a restarted worker resumes the task. A
+        // failed write is retried before the POST (the batch waits for it).
+        let _ = record.save().await;
+        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false);
+        Supervisor {
+            ctx: ctx.clone(),
+            reporter,
+            record,
+            batch,
+            resumed: false,
+            pending: None,
+        }
+        .run()
+        .await;
+    }
+    .instrument(task_span(&activity, &key))
+    .await;
+}
+
+/// Resumes a task from the journal after a restart: deliver its pending report, or find its
+/// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it.
+pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
+    let activity: Arc<str> = entry.activity_arn.as_str().into();
+    let span = task_span(&activity, &key);
+    async {
+        let token = TaskToken::new(entry.task_token.as_str());
+        let reporter = Reporter {
+            sfn: ctx.sfn.clone(),
+            token,
+        };
+        let pending = entry.report.as_ref().map(Outcome::from_report);
+        let base = match Url::parse(&entry.livy_url) {
+            Ok(url) => url,
+            Err(e) => {
+                error!(error = %e, "journal entry has a bad Livy URL");
+                let f = Failure::new(
+                    ErrorName::Unknown,
+                    format!("the journal entry of batch {} has a bad Livy URL ({e}); whether it runs is unknown", entry.batch_name),
+                );
+                reporter.deliver(&Outcome::Failure(f)).await;
+                Record::new(ctx.journal.clone(), key, entry, true).forget().await;
+                return;
+            }
+        };
+        match &pending {
+            Some(_) => info!("resuming: delivering the journaled report"),
+            None => info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal"),
+        }
+        let (livy, yarn) = clients_for(&ctx, &base);
+        let record = Arc::new(Record::new(ctx.journal.clone(), key, entry, true));
+        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
+        Supervisor {
+            ctx: ctx.clone(),
+            reporter,
+            record,
+            batch,
+            resumed: true,
+            pending,
+        }
+        .run()
+        .await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Fails a task without running it: it arrived while the worker was shutting down.
+pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
+    let key = task.token.short_hash();
+    let failure = Failure::new(
+        ErrorName::ShuttingDown,
+        "the worker was shutting down when this task arrived; it never reached Livy and can be retried",
+    );
+    Reporter {
+        sfn: ctx.sfn.clone(),
+        token: task.token.clone(),
+    }
+    .deliver(&Outcome::Failure(failure))
+    .instrument(task_span(activity, &key))
+    .await;
+}
+
+fn task_span(activity: &str, key: &str) -> tracing::Span {
+    info_span!("task", activity = %activity_name(activity), token = %key, batch_id = tracing::field::Empty)
+}
+
+fn activity_name(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
+}
+
+/// The Livy and the ResourceManager of a task's Livy URL: the worker's own for `--livy-url`,
+/// else those of the allowed host it names (EMR runs both on the primary node).
+fn clients_for(ctx: &Context, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceManager>) {
+    if base == ctx.livy.base() {
+        return (ctx.livy.clone(), ctx.yarn.clone());
+    }
+    let same_host = base.host_str() == ctx.livy.base().host_str();
+    let yarn = if same_host {
+        ctx.yarn.clone()
+    } else {
+        ctx.yarn.for_host(base.host_str().unwrap_or_default())
+    };
+    (ctx.livy.at(base.clone()), yarn)
+}
+
+type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
+
+/// Input → a journal entry and the clients to run it with. Task input may only name allowed
+/// Livy hosts.
+fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, InvalidInput> {
+    let input = input::parse(&task.input)?;
+    let base = match &input.livy {
+        None => ctx.livy.base().clone(),
+        Some((host, port)) => {
+            if !ctx.settings.allowed_hosts.iter().any(|h| h == host) {
+                return Err(InvalidInput(format!(
+                    "LivyHost {host:?} is not allowed by this worker (allowed: {}); see --allowed-livy-host",
+                    ctx.settings.allowed_hosts.join(", ")
+                )));
+            }
+            let mut url: Url = ctx.livy.base().clone();
+            if url.set_host(Some(host)).is_err() || url.set_port(Some(*port)).is_err() {
+                return Err(InvalidInput(format!(
+                    "LivyHost/LivyPort {host}:{port} do not form a URL"
+                )));
+            }
+            url
+        }
+    };
+    let key = task.token.short_hash();
+    let name = input.job.name.clone();
+    let mut request = input.job.to_request(
+        batch::name_for(name.as_deref(), &key),
+        ctx.settings.default_file.as_deref(),
+    )?;
+    batch::add_tag(&mut request, &batch::tag_for(&key));
+    let entry = Entry::new(
+        task.token.secret().to_owned(),
+        activity.to_string(),
+        base.to_string(),
+        name,
+        request,
+    );
+    let (livy, yarn) = clients_for(ctx, &base);
+    Ok((entry, livy, yarn))
+}
