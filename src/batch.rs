@@ -623,6 +623,8 @@ impl Batch {
         outage: &mut Outage,
     ) -> Step {
         let mut announced = false;
+        // Until when an application of this task could still appear in YARN.
+        let lookup_deadline = self.yarn_lookup_deadline(seen);
         loop {
             match self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick) {
                 Ok(Some(app)) if app.is_final() => return self.ended_in_yarn(app, seen).await,
@@ -638,7 +640,7 @@ impl Batch {
                 }
                 Ok(None) => {
                     outage.recovered();
-                    if !self.may_still_reach_yarn(seen) {
+                    if seen.app_id.is_some() || Instant::now() >= lookup_deadline {
                         return Step::End(Ended::Lost(format!(
                             "livy no longer has batch {} ({}last known state {}) and YARN has no application tagged {}: \
                              nothing of this task runs",
@@ -668,23 +670,26 @@ impl Batch {
         }
     }
 
-    /// Whether an application of this task could still appear in YARN: it was never seen with
-    /// an application id and was submitted less than `yarn_lookup_timeout` ago.
-    fn may_still_reach_yarn(&self, seen: &Seen) -> bool {
+    /// Until when an application of this task could still appear in YARN: a batch never seen
+    /// with an application id may be reaching YARN for `yarn_lookup_timeout` after its submission
+    /// (Livy itself gives up then). Anchored on this process's clock once, from the journal's
+    /// submission time.
+    fn yarn_lookup_deadline(&self, seen: &Seen) -> Instant {
         if seen.app_id.is_some() {
-            return false;
+            return Instant::now();
         }
         let submitted = self.record.read(|e| {
             e.submitted_at
                 .as_deref()
                 .and_then(|s| humantime::parse_rfc3339(s).ok())
         });
-        match submitted.map(|s| SystemTime::now().duration_since(s)) {
-            Some(Ok(age)) => age < self.timing.yarn_lookup_timeout,
-            // A clock that stepped back proves nothing: wait.
-            Some(Err(_)) => true,
-            None => false,
-        }
+        let left = match submitted.map(|s| SystemTime::now().duration_since(s)) {
+            Some(Ok(age)) => self.timing.yarn_lookup_timeout.saturating_sub(age),
+            // A clock that stepped back proves nothing: wait the whole time.
+            Some(Err(_)) => self.timing.yarn_lookup_timeout,
+            None => Duration::ZERO,
+        };
+        Instant::now() + left
     }
 
     async fn ended_in_yarn(&self, app: App, seen: &mut Seen) -> Step {
