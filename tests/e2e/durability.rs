@@ -8,7 +8,7 @@ use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::harness::{Livy, Sfn, Worker, batches, rig, scratch};
+use crate::harness::{self, Livy, Sfn, Worker, batches, rig, scratch};
 
 fn running(stats: &Value) -> usize {
     batches(stats)
@@ -41,7 +41,8 @@ async fn sigkill_with_twenty_tasks_in_flight_then_restart_completes_all_with_one
         running(s) == 20
     })
     .await;
-    worker.signal("KILL");
+    let mut worker = worker;
+    worker.kill9().await;
     let _restarted = Worker::start(&dir, &activity, &livy.url, &[]);
     for ex in &executions {
         let out = sfn.finish(ex, Duration::from_secs(120)).await;
@@ -119,35 +120,30 @@ async fn a_report_that_never_left_is_sent_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livy_restarted_with_state_loss_fails_its_tasks_as_lost_never_succeeded() {
+async fn worker_and_livy_crashing_together_then_back_report_the_real_outcomes_from_yarn() {
     let (dir, sfn, livy, activity) = rig("livy-state-loss", &[]).await;
     let sm = sfn.one_task_machine(&activity, 15, 120).await;
-    let worker = Worker::start(&dir, &activity, &livy.url, &[]);
+    let mut worker = Worker::start(&dir, &activity, &livy.url, &[]);
     let a = sfn
-        .start(&sm, &json!({"File": "sim:forever", "Name": "a"}))
+        .start(&sm, &json!({"File": "sim:success?run=8", "Name": "a"}))
         .await;
     let b = sfn
-        .start(&sm, &json!({"File": "sim:forever", "Name": "b"}))
+        .start(
+            &sm,
+            &json!({"File": "sim:dead?run=8&msg=boom", "Name": "b"}),
+        )
         .await;
     livy.until("two running batches", Duration::from_secs(30), |s| {
         running(s) == 2
     })
     .await;
 
-    // The worker is down while Livy restarts without recovery and hands id 0 to another job.
-    worker.signal("KILL");
-    livy.control("restart", json!({"recovery": false})).await;
-    let client = reqwest::Client::new();
-    let other: Value = client
-        .post(format!("{}/batches", livy.url))
-        .header("X-Requested-By", "test")
-        .json(&json!({"file": "sim:success?run=30", "name": "someone-else"}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    // The worker is down while Livy crashes (its applications run on in YARN, unwatched) and
+    // comes back without recovery, handing id 0 to another client's unnamed batch.
+    worker.kill9().await;
+    livy.control("restart", json!({"recovery": false, "crash": true}))
+        .await;
+    let other = harness::post_other_batch(&livy, "sim:forever", None).await;
     assert_eq!(other["id"], 0, "ids restart at 0");
 
     let _restarted = Worker::start(&dir, &activity, &livy.url, &[]);
@@ -155,24 +151,23 @@ async fn livy_restarted_with_state_loss_fails_its_tasks_as_lost_never_succeeded(
         sfn.finish(&a, Duration::from_secs(60)).await,
         sfn.finish(&b, Duration::from_secs(60)).await,
     );
-    for out in [&a, &b] {
-        assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
-        assert_eq!(out.error.as_deref(), Some("SparkJob.Lost"));
-    }
-    let causes = [a.cause.unwrap_or_default(), b.cause.unwrap_or_default()];
-    assert!(
-        causes
-            .iter()
-            .any(|c| c.contains("now names batch \"someone-else\"")),
-        "{causes:?}"
+    assert_eq!(a.status, ExecutionStatus::Succeeded, "{a:?}");
+    let out = a.output.expect("output");
+    assert_eq!(out["livyUrl"], Value::Null, "Livy no longer had it: {out}");
+    let stats = livy.stats().await;
+    let app = harness::yarn_app(&stats, out["batchName"].as_str().expect("name"));
+    assert_eq!(out["applicationId"], app["id"]);
+    assert_eq!(b.status, ExecutionStatus::Failed, "{b:?}");
+    assert_eq!(b.error.as_deref(), Some("SparkJob.Failed"));
+    assert!(b.cause.unwrap_or_default().contains("boom"));
+    // The other client's batch on id 0 is untouched.
+    assert_eq!(stats["deletes"], 0, "{stats:#}");
+    let (status, held) = livy.get("batches/0").await;
+    assert_eq!(
+        (status, held["name"].clone(), held["state"].clone()),
+        (200, Value::Null, json!("running"))
     );
-    assert!(
-        causes
-            .iter()
-            .all(|c| c.contains("last known state running")),
-        "{causes:?}"
-    );
-    assert_eq!(livy.stats().await["created"], 3, "nothing resubmitted");
+    assert_eq!(stats["created"], 3, "nothing resubmitted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,115 +278,195 @@ async fn shutdown_mode_kill_deletes_the_batch_and_reports_shutting_down() {
     let out = sfn.finish(&ex, Duration::from_secs(10)).await;
     assert_eq!(out.status, ExecutionStatus::Failed);
     assert_eq!(out.error.as_deref(), Some("Worker.ShuttingDown"));
-    assert!(
-        out.cause
-            .unwrap_or_default()
-            .contains("batch 0 was deleted")
-    );
+    let cause = out.cause.unwrap_or_default();
+    assert!(cause.contains("was deleted at Livy"), "{cause}");
     let stats = livy.stats().await;
     assert_eq!(stats["deletes"], 1);
     assert_eq!(running(&stats), 0);
     assert_eq!(journal_files(&dir), 0);
 }
 
-/// 100 executions with mixed outcomes; the worker SIGKILLed and restarted 3 times at random
-/// moments; Livy failing 10 % of requests with 503.
+/// 100 executions with mixed outcomes while everything that can fail does: the worker SIGKILLed
+/// three times; Livy crashing without recovery (its applications run on in YARN, unwatched),
+/// restarted with recovery, and stopped cleanly without recovery (which kills its running
+/// applications); a Livy outage of three retry windows; 10 % of Livy requests failing throughout.
+///
+/// Every execution must end with its application's real outcome — success → SUCCEEDED, dead →
+/// `SparkJob.Failed`, killed by Livy's clean stop → `SparkJob.Killed` — with no batch submitted
+/// twice and no application left running.
 ///
 /// A SIGKILL can land while long polls are open, and the service may hand a task to a poll whose
-/// process is dead: no worker can save that one. The state machine does what the README tells
-/// users to do — `Retry` on `States.HeartbeatTimeout` — and the test counts those redeliveries.
-/// (LocalStack names a missed heartbeat `States.Timeout`, so the retrier lists both; with
-/// `TimeoutSeconds` at 600 only heartbeat misses can match here.)
+/// process is dead (LocalStack keeps such a poll for up to 60 s): that task never reached any
+/// worker, so nothing of it runs. Only for those does the state machine retry a missed heartbeat
+/// (LocalStack names it `States.Timeout`), and the test counts them; a retry of a task that *had*
+/// reached a worker would show up as a second batch for one execution and fail the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_kills_and_livy_faults_lose_nothing_and_submit_nothing_twice() {
+async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twice() {
     let dir = scratch("chaos");
     let sfn = Sfn::new().await;
     let livy = Livy::start(&dir, &[]).await;
-    livy.control("faults", json!({"error_rate": 0.1, "error_status": 503}))
-        .await;
+    let background = json!({"error_rate": 0.1, "error_status": 503});
+    livy.control("faults", background.clone()).await;
     let activity = sfn.activity("chaos").await;
     let sm = sfn
         .state_machine(&json!({
             "StartAt": "Spark",
             "States": {"Spark": {"Type": "Task", "Resource": activity, "HeartbeatSeconds": 8, "TimeoutSeconds": 600,
-                "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+                "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"], "IntervalSeconds": 2, "MaxAttempts": 8}],
                 "End": true}}
         }))
         .await;
-    let args = ["--pollers-per-activity", "4", "--livy-retry-timeout", "5m"];
+    let retry_window = Duration::from_secs(2);
+    let args = ["--pollers-per-activity", "4", "--livy-retry-timeout", "2s"];
     let mut worker = Worker::start(&dir, &activity, &livy.url, &args);
     let started = Instant::now();
 
-    let mut expected = HashMap::new();
+    let mut scripted = HashMap::new();
     let mut executions = Vec::new();
     for i in 0..100 {
-        let run = rand::rng().random_range(1..=4);
+        let run = rand::rng().random_range(2..=8);
         let (file, outcome) = if i % 5 == 0 {
             (format!("sim:dead?run={run}"), "dead")
         } else {
             (format!("sim:success?run={run}"), "success")
         };
         let name = format!("chaos-{i:03}");
-        expected.insert(name.clone(), outcome);
+        scripted.insert(name.clone(), outcome);
         executions.push((
             name.clone(),
             sfn.start(&sm, &json!({"File": file, "Name": name})).await,
         ));
     }
-    for kill in 1..=3 {
-        let wait = rand::rng().random_range(2_000..6_000);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        worker.signal("KILL");
-        let _ = worker.exit(Duration::from_secs(10)).await;
-        eprintln!("chaos: kill {kill} after {wait} ms");
-        worker = Worker::start(&dir, &activity, &livy.url, &args);
-    }
-
-    let (mut succeeded, mut failed, mut redelivered) = (0, 0, 0);
-    for (name, ex) in &executions {
-        let out = sfn.finish(ex, Duration::from_secs(300)).await;
-        redelivered += sfn
-            .count_events(ex, HistoryEventType::ActivityTimedOut)
-            .await;
-        match expected[name] {
-            "success" => {
-                assert_eq!(out.status, ExecutionStatus::Succeeded, "{name}: {out:?}");
-                succeeded += 1;
+    let pause = || Duration::from_millis(rand::rng().random_range(1_500..4_000));
+    let mut kills = 0;
+    let mut outage = Duration::ZERO;
+    for event in [
+        "kill-worker",
+        "crash-livy",
+        "kill-worker",
+        "livy-outage",
+        "restart-livy-with-recovery",
+        "kill-worker",
+        "stop-livy-cleanly",
+    ] {
+        tokio::time::sleep(pause()).await;
+        match event {
+            "kill-worker" => {
+                worker.kill9().await;
+                kills += 1;
+                worker = Worker::start(&dir, &activity, &livy.url, &args);
             }
-            _ => {
-                assert_eq!(out.status, ExecutionStatus::Failed, "{name}: {out:?}");
-                assert_eq!(
-                    out.error.as_deref(),
-                    Some("SparkJob.Failed"),
-                    "{name}: {out:?}"
-                );
-                failed += 1;
+            "livy-outage" => {
+                let down = retry_window * 3 + Duration::from_secs(1);
+                livy.control("faults", json!({"error_rate": 1.0, "error_status": 503}))
+                    .await;
+                tokio::time::sleep(down).await;
+                livy.control("faults", background.clone()).await;
+                outage += down;
+            }
+            restart => {
+                // A Livy restart takes it away for a moment.
+                livy.control("faults", json!({"error_rate": 1.0, "error_status": 503}))
+                    .await;
+                let body = match restart {
+                    "crash-livy" => json!({"recovery": false, "crash": true}),
+                    "restart-livy-with-recovery" => json!({"recovery": true}),
+                    _ => json!({"recovery": false}),
+                };
+                livy.control("restart", body).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                livy.control("faults", background.clone()).await;
+                outage += Duration::from_secs(1);
             }
         }
+        eprintln!("chaos: {event} at {:.1}s", started.elapsed().as_secs_f64());
     }
+    livy.control("faults", json!({})).await;
+
+    let mut figures: HashMap<&str, usize> = HashMap::new();
+    let mut lost_in_killed_polls = 0;
+    let mut apps_per_execution: HashMap<String, Vec<Value>> = HashMap::new();
+    for (name, ex) in &executions {
+        let out = sfn.finish(ex, Duration::from_secs(400)).await;
+        lost_in_killed_polls += sfn
+            .count_events(ex, HistoryEventType::ActivityTimedOut)
+            .await;
+        let stats = livy.stats().await;
+        let apps: Vec<Value> = harness::yarn_apps(&stats)
+            .into_iter()
+            .filter(|a| {
+                a["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{name}-")))
+            })
+            .collect();
+        let killed_by_livy = apps.iter().any(|a| a["killed_by"] == "livy-shutdown");
+        let expected = if killed_by_livy {
+            "killed"
+        } else {
+            scripted[name]
+        };
+        match expected {
+            "success" => {
+                assert_eq!(
+                    out.status,
+                    ExecutionStatus::Succeeded,
+                    "{name}: {out:?} {apps:?}"
+                )
+            }
+            "dead" => assert_eq!(
+                out.error.as_deref(),
+                Some("SparkJob.Failed"),
+                "{name}: {out:?}"
+            ),
+            _ => assert_eq!(
+                out.error.as_deref(),
+                Some("SparkJob.Killed"),
+                "{name}: {out:?}"
+            ),
+        }
+        *figures.entry(expected).or_default() += 1;
+        apps_per_execution.insert(name.clone(), apps);
+    }
+
     let stats = livy.stats().await;
     let all = batches(&stats);
-    let mut per_task: HashMap<String, usize> = HashMap::new();
+    // Each task attempt has its own batch name; a name posted twice is a job run twice.
+    let mut per_name: HashMap<String, usize> = HashMap::new();
     for b in &all {
-        let name = b["name"].as_str().unwrap_or_default();
-        let task = name
-            .rsplit_once('-')
-            .map(|(t, _)| t.to_owned())
-            .unwrap_or_default();
-        *per_task.entry(task).or_default() += 1;
+        *per_name
+            .entry(b["name"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
     }
-    let twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+    let twice: Vec<_> = per_name.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "submitted twice: {twice:?}");
-    assert_eq!(all.len(), 100);
-    let left_running = all
+    // And no execution ran more than one application.
+    let many: Vec<_> = apps_per_execution
         .iter()
-        .filter(|b| !matches!(b["state"].as_str(), Some("success" | "dead")))
-        .count();
-    assert_eq!(left_running, 0, "no batch left running");
+        .filter(|(_, apps)| apps.len() > 1)
+        .map(|(n, apps)| (n, apps.len()))
+        .collect();
+    assert!(
+        many.is_empty(),
+        "executions with several applications: {many:?}"
+    );
+    let left_running: Vec<_> = harness::yarn_apps(&stats)
+        .into_iter()
+        .filter(|a| !matches!(a["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")))
+        .collect();
+    assert!(
+        left_running.is_empty(),
+        "applications left running: {left_running:?}"
+    );
+    assert_eq!(stats["created"], 100);
     eprintln!(
-        "chaos figures: executions=100 succeeded={succeeded} failed_as_expected={failed} worker_kills=3 \
-         lost_in_a_killed_poll_and_retried={redelivered} livy_posts={} batches_created={} submitted_twice=0 \
-         left_running=0 elapsed={:.1}s",
+        "chaos figures: executions=100 succeeded={} failed_as_scripted={} killed_by_livy_stop={} worker_kills={kills} \
+         livy_restarts=3 (crash, recovery, clean stop) livy_unavailable={:.0}s lost_in_a_killed_poll_and_retried={lost_in_killed_polls} \
+         livy_posts={} batches_created={} submitted_twice=0 left_running=0 elapsed={:.1}s",
+        figures.get("success").unwrap_or(&0),
+        figures.get("dead").unwrap_or(&0),
+        figures.get("killed").unwrap_or(&0),
+        outage.as_secs_f64(),
         stats["posts"],
         stats["created"],
         started.elapsed().as_secs_f64()

@@ -335,6 +335,37 @@ pub fn batches(stats: &Value) -> Vec<Value> {
     stats["batches"].as_array().cloned().unwrap_or_default()
 }
 
+/// The simulated ResourceManager's applications, in creation order.
+pub fn yarn_apps(stats: &Value) -> Vec<Value> {
+    stats["yarn"].as_array().cloned().unwrap_or_default()
+}
+
+/// The application of the batch named `batch_name` (an application is named after its batch).
+pub fn yarn_app(stats: &Value, batch_name: &str) -> Value {
+    yarn_apps(stats)
+        .into_iter()
+        .find(|a| a["name"] == batch_name)
+        .unwrap_or_else(|| panic!("no YARN application named {batch_name}: {stats:#}"))
+}
+
+/// Another client's batch: posted straight to Livy, unnamed unless `name` is given.
+pub async fn post_other_batch(livy: &Livy, file: &str, name: Option<&str>) -> Value {
+    let mut body = json!({"file": file});
+    if let Some(n) = name {
+        body["name"] = json!(n);
+    }
+    reqwest::Client::new()
+        .post(format!("{}/batches", livy.url))
+        .header("X-Requested-By", "another-client")
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json")
+}
+
 // ---------------------------------------------------------------------------------------------
 // The worker
 
@@ -392,7 +423,12 @@ impl Worker {
         let child = command
             .args(["run", "--activity-arn", activity, "--livy-url", livy])
             .args(&defaults)
-            .args(["--sync-interval", "300ms", "--heartbeat-interval", "1s"])
+            .args(
+                [("--sync-interval", "300ms"), ("--heartbeat-interval", "1s")]
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [*flag, *value]),
+            )
             .args(["--log-level", "info,spark_activity_worker=debug"])
             .args(extra)
             .envs(env.iter().copied())
@@ -428,6 +464,18 @@ impl Worker {
             .expect("kill")
             .success();
         assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// SIGKILL, then waits until the process is gone (its state-dir lock with it), as systemd
+    /// does before a restart.
+    pub async fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.exit(Duration::from_secs(10)).await;
+    }
+
+    /// How many lines of the log contain `needle`.
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
     }
 
     pub async fn exit(&mut self, within: Duration) -> ExitStatus {

@@ -114,8 +114,8 @@ async fn batch_killed_outside_the_worker_fails_as_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livy_restart_that_loses_the_batch_fails_as_lost() {
-    let (dir, sfn, livy, activity) = rig("lost", &[]).await;
+async fn a_clean_livy_stop_that_kills_the_application_fails_as_killed_with_yarns_word() {
+    let (dir, sfn, livy, activity) = rig("livy-stop", &[]).await;
     let sm = sfn.one_task_machine(&activity, 10, 120).await;
     let _worker = Worker::start(&dir, &activity, &livy.url, &[]);
 
@@ -124,14 +124,16 @@ async fn livy_restart_that_loses_the_batch_fails_as_lost() {
         batches(s).iter().any(|b| b["state"] == "running")
     })
     .await;
+    // Livy without recovery stops every session on a clean shutdown, killing the applications.
     livy.control("restart", json!({"recovery": false})).await;
     let out = sfn.finish(&ex, Duration::from_secs(30)).await;
     assert_eq!(out.status, ExecutionStatus::Failed);
-    assert_eq!(out.error.as_deref(), Some("SparkJob.Lost"));
+    assert_eq!(out.error.as_deref(), Some("SparkJob.Killed"), "{out:?}");
+    let cause = out.cause.unwrap_or_default();
     assert!(
-        out.cause
-            .unwrap_or_default()
-            .contains("last known state running")
+        cause.contains("ended in YARN after Livy had forgotten the batch")
+            && cause.contains("Killed by Livy shutdown"),
+        "{cause}"
     );
 }
 

@@ -4,6 +4,7 @@
 mod durability;
 mod harness;
 mod lifecycle;
+mod once;
 mod spark;
 mod systemd;
 
@@ -94,11 +95,21 @@ async fn flat_input_succeeds_with_the_documented_output() {
     // What reached Livy: typed fields converted, nothing Livy does not know.
     let stats = livy.stats().await;
     let sent = &batches(&stats)[0]["request"];
+    // The YARN tag is derived from the task like the name's suffix.
+    let tag = format!("saw-{}", batch_name.rsplit('-').next().expect("suffix"));
     assert_eq!(
         sent,
         &json!({"file": "sim:success?run=1&app=1", "name": batch_name, "numExecutors": 2, "driverMemory": "512m",
-                "args": ["2024-06-01", "3"], "conf": {"spark.x": "true"}})
+                "args": ["2024-06-01", "3"], "conf": {"spark.x": "true", "spark.yarn.tags": tag}})
     );
+    let app = harness::yarn_app(&stats, batch_name);
+    assert!(
+        app["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!(tag))),
+        "{app}"
+    );
+    assert_eq!(o["applicationId"], app["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
