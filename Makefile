@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit deploy e2e demo release clean
+.PHONY: all deps build test lint unit component deploy e2e demo release clean
 
 all: build
 
@@ -19,6 +19,10 @@ lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
+# The supervisor against in-process fakes of Step Functions, Livy and YARN on a paused clock.
+component:
+	$(CARGO) test --test component
+
 # The systemd unit (verify, exposure score), shellcheck, the bootstrap action in a sandbox, cfn-lint.
 deploy: deps
 	$(CARGO) build --bin spark-activity-worker
@@ -29,7 +33,7 @@ e2e: deps
 	$(CARGO) build -p livy-server
 	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
-test: deps lint unit deploy e2e
+test: deps lint unit component deploy e2e
 
 demo: deps
 	$(CARGO) build --bins --workspace

@@ -432,14 +432,13 @@ impl Livy for FakeLivy {
         s.deletes.push(name.to_owned());
         drop(s);
         // Livy's DELETE kills the application.
-        if let Some(app) = b.app_id {
-            if self
+        if let Some(app) = b.app_id
+            && self
                 .yarn
                 .app_state(&app)
                 .is_some_and(|st| !matches!(st.as_str(), "FINISHED" | "FAILED" | "KILLED"))
-            {
-                self.yarn.set(&app, "KILLED", "KILLED");
-            }
+        {
+            self.yarn.set(&app, "KILLED", "KILLED");
         }
         Ok(())
     }

@@ -295,6 +295,10 @@ async fn shutdown_mode_kill_deletes_the_batch_and_reports_shutting_down() {
 /// `SparkJob.Failed`, killed by Livy's clean stop → `SparkJob.Killed` — with no batch submitted
 /// twice and no application left running.
 ///
+/// As the README advises, the state machine retries `Livy.Unavailable`, which the worker reports
+/// only once Livy and YARN both confirm nothing of the attempt exists — so every execution still
+/// has exactly one batch.
+///
 /// A SIGKILL can land while long polls are open, and the service may hand a task to a poll whose
 /// process is dead (LocalStack keeps such a poll for up to 60 s): that task never reached any
 /// worker, so nothing of it runs. Only for those does the state machine retry a missed heartbeat
@@ -312,7 +316,9 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
         .state_machine(&json!({
             "StartAt": "Spark",
             "States": {"Spark": {"Type": "Task", "Resource": activity, "HeartbeatSeconds": 8, "TimeoutSeconds": 600,
-                "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"], "IntervalSeconds": 2, "MaxAttempts": 8}],
+                "Retry": [
+                    {"ErrorEquals": ["Livy.Unavailable"], "IntervalSeconds": 1, "MaxAttempts": 8},
+                    {"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"], "IntervalSeconds": 2, "MaxAttempts": 8}],
                 "End": true}}
         }))
         .await;
@@ -385,12 +391,15 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
 
     let mut figures: HashMap<&str, usize> = HashMap::new();
     let mut lost_in_killed_polls = 0;
+    let mut retried_unavailable = 0;
     let mut apps_per_execution: HashMap<String, Vec<Value>> = HashMap::new();
     for (name, ex) in &executions {
         let out = sfn.finish(ex, Duration::from_secs(400)).await;
         lost_in_killed_polls += sfn
             .count_events(ex, HistoryEventType::ActivityTimedOut)
             .await;
+        retried_unavailable += sfn.count_events(ex, HistoryEventType::ActivityFailed).await
+            - usize::from(out.status == ExecutionStatus::Failed);
         let stats = livy.stats().await;
         let apps: Vec<Value> = harness::yarn_apps(&stats)
             .into_iter()
@@ -462,6 +471,7 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
     eprintln!(
         "chaos figures: executions=100 succeeded={} failed_as_scripted={} killed_by_livy_stop={} worker_kills={kills} \
          livy_restarts=3 (crash, recovery, clean stop) livy_unavailable={:.0}s lost_in_a_killed_poll_and_retried={lost_in_killed_polls} \
+         livy_unavailable_and_retried={retried_unavailable} \
          livy_posts={} batches_created={} submitted_twice=0 left_running=0 elapsed={:.1}s",
         figures.get("success").unwrap_or(&0),
         figures.get("dead").unwrap_or(&0),

@@ -5,6 +5,7 @@ mod durability;
 mod harness;
 mod lifecycle;
 mod once;
+mod proxy;
 mod spark;
 mod systemd;
 

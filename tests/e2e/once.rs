@@ -10,6 +10,7 @@ use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::{Value, json};
 
 use crate::harness::{self, Worker, batches, rig, yarn_app};
+use crate::proxy::SfnProxy;
 
 fn running(stats: &Value) -> usize {
     batches(stats)
@@ -379,4 +380,74 @@ async fn a_failed_journal_write_stops_new_polls_until_the_journal_is_writable_ag
     assert_eq!(out.status, ExecutionStatus::Succeeded, "{out:?}");
     assert!(worker.log_text().contains("the journal is writable again"));
     assert_eq!(livy.stats().await["created"], 2);
+}
+
+// 7. A report Step Functions refuses for good ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_step_functions_refuses_for_good_ends_as_report_refused_at_once() {
+    let (dir, sfn, livy, activity) = rig("report-refused", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    // The worker's role lacks states:SendTaskSuccess.
+    let proxy = SfnProxy::start(|op, _| {
+        (op == "SendTaskSuccess").then(|| {
+            (
+                "AccessDeniedException".to_owned(),
+                "User is not authorized to perform: states:SendTaskSuccess".to_owned(),
+            )
+        })
+    })
+    .await;
+    let worker = proxy.worker(&dir, &activity, &livy.url);
+    let ex = sfn
+        .start(
+            &sm,
+            &json!({"File": "sim:success?run=1", "Name": "refused"}),
+        )
+        .await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.as_deref(), Some("Worker.ReportRefused"));
+    let cause = out.cause.unwrap_or_default();
+    assert!(
+        cause.contains("AccessDeniedException") && cause.contains("\"batchName\":\"refused-"),
+        "the cause carries the refused output: {cause}"
+    );
+    assert_eq!(
+        proxy.count("SendTaskSuccess"),
+        (1, 1),
+        "refused once, never retried"
+    );
+    assert_eq!(
+        worker
+            .log_text()
+            .matches("step functions refused this task's report for good")
+            .count(),
+        1
+    );
+    assert_eq!(journal_files(&dir), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_refused_for_a_kms_key_is_sent_again_without_error_and_cause() {
+    let (dir, sfn, livy, activity) = rig("report-kms", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    // An execution encrypted with a customer key the worker may not use: error and cause would
+    // need it; a failure without them does not.
+    let proxy = SfnProxy::start(|op, body| {
+        (op == "SendTaskFailure" && (body.get("error").is_some() || body.get("cause").is_some()))
+            .then(|| {
+                (
+                    "KmsAccessDeniedException".to_owned(),
+                    "not authorized to perform kms:GenerateDataKey".to_owned(),
+                )
+            })
+    })
+    .await;
+    let _worker = proxy.worker(&dir, &activity, &livy.url);
+    let ex = sfn.start(&sm, &json!({"File": "sim:dead?run=1"})).await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Failed, "{out:?}");
+    assert_eq!(out.error.unwrap_or_default(), "", "{:?}", out.cause);
+    assert_eq!(proxy.count("SendTaskFailure"), (2, 1));
 }

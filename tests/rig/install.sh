@@ -8,7 +8,7 @@ cache="$root/.cache"
 mkdir -p "$cache"
 python=${PYTHON:-python3}
 
-# Pins from shared/reference/test-rig.md: LocalStack >= 4.10 needs Python >= 3.13; its loose ranges
+# Pins: LocalStack >= 4.10 needs Python >= 3.13 (this machine has 3.11); its loose ranges
 # pull versions that break it, so every troublesome dependency is pinned.
 localstack_pins=("localstack-core[runtime]==4.9.2" "cbor2<5.7" "pyopenssl<24.3" "cryptography<44" "service_identity<24.2")
 pyspark_pins=("pyspark==3.5.*")

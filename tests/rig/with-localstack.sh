@@ -11,7 +11,7 @@ port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 work=$(mktemp -d "${TMPDIR:-/tmp}/localstack.XXXXXX")
 log="$work/localstack.log"
 
-# Host mode, Step Functions only, no DNS server, no telemetry: see shared/reference/test-rig.md.
+# Host mode, Step Functions only, no DNS server, no telemetry (LocalStack runs from its venv, no Docker).
 SERVICES=stepfunctions GATEWAY_LISTEN="127.0.0.1:$port" DNS_ADDRESS=0 DISABLE_EVENTS=1 \
   LOCALSTACK_VOLUME_DIR="$work/volume" SKIP_SSL_CERT_DOWNLOAD=1 \
   setsid "$venv/bin/python" -m localstack.runtime.main >"$log" 2>&1 &
