@@ -275,12 +275,16 @@ impl Batch {
     /// `POST /batches`, retried while Livy is unavailable, for `--livy-retry-timeout`.
     async fn submit(&self, stop: &CancellationToken, seen: &mut Seen) -> Step {
         // Journal before POST: whatever kills the worker from here on, the next start resumes it.
-        while !self.record.is_saved() {
-            if self.record.save().await.is_ok() {
-                break;
-            }
-            if self.stopped_within(stop, Duration::from_secs(2)).await {
-                return self.stop_now().await;
+        // A failed write (disk full) is retried; the journal has stopped new polls meanwhile.
+        if !self.record.is_saved() {
+            let saved = Policy::backoff(Duration::from_secs(1), Duration::from_secs(10)).run(
+                || self.record.save(),
+                |_| true,
+                |e, d| debug!(error = %e, retry_in = ?d, "journal write before submit failed; retrying"),
+            );
+            tokio::select! {
+                _ = saved => {}
+                () = stop.cancelled() => return self.stop_now().await,
             }
         }
         if !self.resumed {

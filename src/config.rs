@@ -97,7 +97,7 @@ pub struct RunArgs {
     pub livy_retention: Duration,
 
     /// YARN ResourceManager web address (repeatable, for high availability) [default: from
-    /// $HADOOP_CONF_DIR or /etc/hadoop/conf yarn-site.xml, else http://<this host>:8088].
+    /// $HADOOP_CONF_DIR or /etc/hadoop/conf yarn-site.xml, else this host on port 8088].
     #[arg(long = "yarn-url", value_name = "URL", env = "SPARK_ACTIVITY_WORKER_YARN_URL",
           value_delimiter = ',', value_parser = parse_http_url)]
     pub yarn_urls: Vec<Url>,

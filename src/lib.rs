@@ -2,28 +2,31 @@
 //! Apache Livy, on the EMR primary node.
 //!
 //! # Layout
-//! - [`config`]: the command line (every flag also an environment variable), validated at start.
-//! - [`telemetry`]: text or JSON logs on stderr.
-//! - [`shutdown`]: SIGTERM/SIGINT — first stops, second aborts — and systemd readiness.
-//! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
-//! - [`daemon`]: composition root and the shutdown sequence.
-//! - [`health`]: Livy and journal health; no polling while either is down.
+//! From the top down; a module uses only modules further down the list (none uses one above it,
+//! and clients never call up into roles).
+//! - [`daemon`]: composition root and the shutdown sequence (`main.rs` above it).
 //! - [`poller`]: capacity permit → `GetActivityTask` → a task.
 //! - [`task`]: where a task comes from (a delivery, the journal, a refusal) → its supervisor.
-//! - [`supervisor`]: one task: heartbeats race its batch, then the report, exactly once.
+//! - [`supervisor`]: one task: a heartbeat at once, heartbeats race its batch, then the report,
+//!   exactly once, with fallbacks when Step Functions refuses it.
 //! - [`outcome`]: what a task's end reports: the success output, failure wording.
 //! - [`batch`]: the Livy batch protocol: submit or adopt, follow, cross-check with YARN, kill.
+//! - [`health`]: Livy and journal health; no polling while either is down.
+//! - [`telemetry`]: text or JSON logs on stderr.
+//! - [`config`]: the command line (every flag also an environment variable), validated at start.
 //! - [`input`]: task input shapes and validation.
 //! - [`journal`]: crash-safe record of in-flight tasks, resumed at start; the state-dir lock.
-//! - [`livy`]: Livy batch API client.
-//! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets).
+//! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
+//! - [`livy`]: Livy batch API client.
 //! - [`failure`]: the public error names, which are safe to retry, and the `cause` size rules.
 //! - [`retry`]: the one retry policy.
+//! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
+//! - [`shutdown`]: SIGTERM/SIGINT — first stops, second aborts — and systemd readiness.
 //! - [`failpoint`]: test hooks, compiled only with the `failpoints` feature.
 //!
-//! Modules use only those listed below them (`task` → `supervisor` → `outcome` → `batch` →
-//! clients); clients never call up into roles.
+//! The three clients ([`sfn::Tasks`], [`livy::Livy`], [`yarn::ResourceManager`]) are traits so
+//! that `tests/component` can put fakes at those seams.
 
 pub mod batch;
 pub mod config;

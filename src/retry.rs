@@ -65,7 +65,7 @@ impl Policy {
     /// Runs `op` until it succeeds, fails with an error `when` refuses, or the policy is spent.
     /// `notify` sees each error that will be retried and the delay before the retry.
     pub async fn run<T, E, F, Fut>(
-        &self,
+        self,
         op: F,
         when: impl FnMut(&E) -> bool,
         notify: impl FnMut(&E, Duration),
