@@ -5,7 +5,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 /// Waits for signals. Cancels `graceful` on the first; returns on the second, when the caller
-/// must exit at once with a non-zero code.
+/// must exit at once with a non-zero code. That exit drops polls still open: a task the service
+/// hands to one of them is lost (its execution times out), which a graceful stop never risks.
 pub async fn signals(graceful: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -19,11 +20,14 @@ pub async fn signals(graceful: CancellationToken) -> std::io::Result<()> {
     let first = next(&mut term, &mut int).await;
     info!(
         signal = first,
-        "shutting down: no new polls, draining tasks (send again to exit now)"
+        "shutting down: no new polls, open polls may still deliver (send again to exit now, dropping them)"
     );
     graceful.cancel();
     let second = next(&mut term, &mut int).await;
-    error!(signal = second, "second signal: exiting now");
+    error!(
+        signal = second,
+        "second signal: exiting now; a task handed to a poll still open is lost"
+    );
     Ok(())
 }
 
