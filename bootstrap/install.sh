@@ -32,7 +32,10 @@ Options:
   --allowed-livy-host HOST    another host tasks may name in LivyHost (repeatable)
   --sync-interval DURATION    batch state sync period [worker default: 10s]
   --heartbeat-interval DURATION  SendTaskHeartbeat period [worker default: 30s]
-  --livy-retry-timeout DURATION  how long Livy may fail before Livy.Unavailable [worker default: 2m]
+  --livy-retry-timeout DURATION  how long a submission is retried while Livy fails [worker default: 2m]
+  --livy-outage-limit DURATION   how long Livy may be unreachable while a batch runs [worker default: 1h]
+  --livy-retention DURATION      Livy's livy.server.session.state-retain.sec [worker default: 10m]
+  --yarn-url URL              YARN ResourceManager web address [worker default: from yarn-site.xml]
   --shutdown-mode MODE        detach, wait or kill [worker default: detach]
   --drain-timeout DURATION    drain time in wait mode [worker default: 30s]
   --log-format FORMAT         text or json [worker default: text]
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --binary-uri|--sha256|--unit-uri|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
     --default-file|--allowed-livy-host|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
+    --livy-outage-limit|--livy-retention|--yarn-url|\
     --shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
       if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
       case "$2" in *$'\n'*|*'"'*|*\\*) fail_usage "$1: value must not contain newlines, quotes or backslashes" ;; esac
@@ -115,7 +119,8 @@ join() { local IFS=,; echo "$*"; }
     echo "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST=$(join "${allowed_hosts[@]}")"
   fi
   for key in livy-url max-concurrent-tasks pollers-per-activity sync-interval heartbeat-interval \
-             livy-retry-timeout shutdown-mode drain-timeout log-format log-level; do
+             livy-retry-timeout livy-outage-limit livy-retention yarn-url shutdown-mode drain-timeout \
+             log-format log-level; do
     if [ -n "${settings[$key]:-}" ]; then
       var=$(printf '%s' "$key" | tr 'a-z-' 'A-Z_')
       echo "SPARK_ACTIVITY_WORKER_${var}=${settings[$key]}"
