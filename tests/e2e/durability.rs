@@ -330,7 +330,7 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
     let mut scripted = HashMap::new();
     let mut executions = Vec::new();
     for i in 0..100 {
-        let run = rand::rng().random_range(2..=8);
+        let run = rand::rng().random_range(3..=12);
         let (file, outcome) = if i % 5 == 0 {
             (format!("sim:dead?run={run}"), "dead")
         } else {
@@ -348,12 +348,12 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
     let mut outage = Duration::ZERO;
     for event in [
         "kill-worker",
+        "stop-livy-cleanly",
         "crash-livy",
         "kill-worker",
         "livy-outage",
         "restart-livy-with-recovery",
         "kill-worker",
-        "stop-livy-cleanly",
     ] {
         tokio::time::sleep(pause()).await;
         match event {
