@@ -451,3 +451,44 @@ async fn a_failure_refused_for_a_kms_key_is_sent_again_without_error_and_cause()
     assert_eq!(out.error.unwrap_or_default(), "", "{:?}", out.cause);
     assert_eq!(proxy.count("SendTaskFailure"), (2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_delivered_while_the_journal_cannot_be_written_is_submitted_only_once_it_is_on_disk()
+{
+    let (dir, sfn, livy, activity) = rig("disk-full-delivery", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let full = dir.join("disk-full");
+    let full_path = full.to_str().expect("utf-8 path").to_owned();
+    let worker = Worker::start_with_env(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--pollers-per-activity", "1"],
+        &[("SPARK_ACTIVITY_WORKER_FAILPOINT_JOURNAL_WRITE", &full_path)],
+    );
+    // A poll is open when the disk fills up; the task it brings cannot be journaled.
+    worker
+        .wait_for_log("polling for a task", Duration::from_secs(30))
+        .await;
+    std::fs::write(&full, b"").expect("disk full");
+    let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
+    worker
+        .wait_for_log("cannot write the journal", Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        livy.stats().await["posts"],
+        0,
+        "not submitted while not journaled"
+    );
+    assert_eq!(
+        sfn.describe(&ex).await.status,
+        ExecutionStatus::Running,
+        "heartbeats keep it alive"
+    );
+
+    std::fs::remove_file(&full).expect("space again");
+    let out = sfn.finish(&ex, Duration::from_secs(60)).await;
+    assert_eq!(out.status, ExecutionStatus::Succeeded, "{out:?}");
+    assert_eq!(livy.stats().await["created"], 1);
+}
