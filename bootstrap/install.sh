@@ -89,11 +89,35 @@ if [ -n "$sha256" ] && ! [[ "$sha256" =~ ^[0-9a-f]{64}$ ]]; then
 fi
 [ -n "$unit_uri" ] || unit_uri="${binary_uri%/*}/${name}.service"
 
-instance_json="$root/mnt/var/lib/info/instance.json"
-if ! grep -Eq '"isMaster"[[:space:]]*:[[:space:]]*true' "$instance_json" 2>/dev/null; then
-  echo "${name}: not the primary node (${instance_json}); nothing to install"
-  exit 0
+# Which node is this? EMR writes instance.json ("isMaster") on every node, and
+# extraInstanceData.json ("instanceRole") as well. When neither can be read, guessing "not the
+# primary" would bring the cluster up healthy with no worker and nobody told: fail loudly instead.
+info="$root/mnt/var/lib/info"
+role=""
+if [ -r "$info/instance.json" ]; then
+  if grep -Eq '"isMaster"[[:space:]]*:[[:space:]]*true' "$info/instance.json"; then
+    role=primary
+  elif grep -Eq '"isMaster"[[:space:]]*:[[:space:]]*false' "$info/instance.json"; then
+    role=other
+  fi
 fi
+if [ -z "$role" ] && [ -r "$info/extraInstanceData.json" ]; then
+  instance_role=$(grep -Eio '"instanceRole"[[:space:]]*:[[:space:]]*"[a-z_]+"' "$info/extraInstanceData.json" \
+    | sed -E 's/.*"([A-Za-z_]+)"$/\1/' | tr '[:upper:]' '[:lower:]' || true)
+  case "$instance_role" in
+    master|primary) role=primary ;;
+    core|task) role=other ;;
+  esac
+fi
+case "$role" in
+  primary) ;;
+  other)
+    echo "${name}: not the primary node; nothing to install"
+    exit 0 ;;
+  *)
+    echo "${name}: cannot tell whether this is the primary node: neither ${info}/instance.json (isMaster) nor ${info}/extraInstanceData.json (instanceRole) says; nothing installed" >&2
+    exit 1 ;;
+esac
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -132,7 +156,7 @@ join() { local IFS=,; echo "$*"; }
 } > "$work/env"
 
 sudo install -D -m 0755 "$work/${name}" "$root/usr/local/bin/${name}"
-sudo install -D -m 0644 "$work/env" "$root/etc/${name}/env"
+sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
 sudo install -D -m 0644 "$work/${name}.service" "$root/etc/systemd/system/${name}.service"
 sudo systemctl daemon-reload
 sudo systemctl enable "${name}.service"

@@ -93,6 +93,7 @@ SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS=16"
   problems=()
   cmp -s "$binary" "$r/usr/local/bin/spark-activity-worker" || problems+=("binary differs")
   [ -x "$r/usr/local/bin/spark-activity-worker" ] || problems+=("binary not executable")
+  [ "$(stat -c %a "$r/etc/spark-activity-worker/env")" = 600 ] || problems+=("env file mode $(stat -c %a "$r/etc/spark-activity-worker/env")")
   cmp -s "$unit" "$r/etc/systemd/system/spark-activity-worker.service" || problems+=("unit differs")
   [ "$(cat "$r/etc/spark-activity-worker/env" 2>/dev/null)" = "$expected_env" ] || problems+=("env file: $(cat "$r/etc/spark-activity-worker/env" 2>&1)")
   [ "$(cat "$r/systemctl.log")" = "daemon-reload
@@ -108,6 +109,27 @@ restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "
   fi
 else
   fail "bootstrap: the primary gets binary, env file and unit" "$out"
+fi
+
+r=$(sandbox role-only true)
+rm "$r/mnt/var/lib/info/instance.json"
+printf '{"instanceRole":"MASTER","clusterId":"j-1"}\n' > "$r/mnt/var/lib/info/extraInstanceData.json"
+if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1) \
+   && [ -x "$r/usr/local/bin/spark-activity-worker" ]; then
+  pass "bootstrap: without instance.json, extraInstanceData.json's instanceRole finds the primary"
+else
+  fail "bootstrap: without instance.json, extraInstanceData.json's instanceRole finds the primary" "$out"
+fi
+
+r=$(sandbox unknown true)
+rm "$r/mnt/var/lib/info/instance.json"
+before=$(tree_of "$r")
+out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1); rc=$?
+if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == *"cannot tell whether this is the primary node"* ]] \
+   && [ "$(tree_of "$r")" = "$before" ]; then
+  pass "bootstrap: an unreadable node role fails loudly with one line and installs nothing"
+else
+  fail "bootstrap: an unreadable node role fails loudly with one line and installs nothing" "rc=$rc" "$out"
 fi
 
 r=$(sandbox badsum true)
