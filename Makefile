@@ -43,7 +43,8 @@ demo: deps
 release:
 	$(CARGO) build --release --bin spark-activity-worker
 	rm -rf target/dist && mkdir -p target/dist
-	cp target/release/spark-activity-worker systemd/spark-activity-worker.service bootstrap/install.sh target/dist/
+	cp target/release/spark-activity-worker systemd/spark-activity-worker.service \
+	   systemd/spark-activity-worker-systemd219.service bootstrap/install.sh target/dist/
 	cd target/dist && sha256sum spark-activity-worker > spark-activity-worker.sha256
 	@target/dist/spark-activity-worker --version
 	@cat target/dist/spark-activity-worker.sha256

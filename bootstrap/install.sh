@@ -23,7 +23,8 @@ Required:
   --activity-arn ARN          activity to poll (repeatable)
 Options:
   --sha256 HEX                expected SHA-256 of the binary; install nothing if it differs
-  --unit-uri URI              the systemd unit [default: ${name}.service next to --binary-uri]
+  --unit-uri URI              the systemd unit [default: next to --binary-uri, ${name}.service for
+                              systemd >= 248, ${name}-systemd219.service for older systemd]
   --livy-url URL              Livy server [default: http://localhost:8998]
   --max-concurrent-tasks N    tasks supervised at once [worker default: 32]
   --pollers-per-activity N    long polls per activity [worker default: 2]
@@ -87,7 +88,18 @@ done
 if [ -n "$sha256" ] && ! [[ "$sha256" =~ ^[0-9a-f]{64}$ ]]; then
   fail_usage "--sha256 must be 64 hex digits"
 fi
-[ -n "$unit_uri" ] || unit_uri="${binary_uri%/*}/${name}.service"
+# The hardened unit needs systemd 248 (Amazon Linux 2023, EMR 7.x); Amazon Linux 2 (EMR 5.x/6.x) has
+# systemd 219, which would drop its newer directives (DynamicUser= among them) and fail to start it.
+systemd_version=$(systemctl --version 2>/dev/null | head -n 1 | awk '{print $2}' || true)
+case "$systemd_version" in
+  ''|*[!0-9]*) echo "${name}: cannot read the systemd version ('systemctl --version'); nothing installed" >&2; exit 1 ;;
+esac
+if [ "$systemd_version" -ge 248 ]; then
+  unit_file="${name}.service"
+else
+  unit_file="${name}-systemd219.service"
+fi
+[ -n "$unit_uri" ] || unit_uri="${binary_uri%/*}/${unit_file}"
 
 # Which node is this? EMR writes instance.json ("isMaster") on every node, and
 # extraInstanceData.json ("instanceRole") as well. When neither can be read, guessing "not the
@@ -155,6 +167,14 @@ join() { local IFS=,; echo "$*"; }
   fi
 } > "$work/env"
 
+if [ "$systemd_version" -lt 248 ]; then
+  # What DynamicUser= and StateDirectory= do on newer systemd: a system user, a private directory.
+  if ! getent passwd "$name" >/dev/null; then
+    sudo useradd --system --no-create-home --home-dir "/var/lib/${name}" --shell /sbin/nologin "$name"
+  fi
+  sudo install -d -m 0700 "$root/var/lib/${name}"
+  sudo chown "${name}:${name}" "$root/var/lib/${name}"
+fi
 sudo install -D -m 0755 "$work/${name}" "$root/usr/local/bin/${name}"
 sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
 sudo install -D -m 0644 "$work/${name}.service" "$root/etc/systemd/system/${name}.service"
@@ -162,4 +182,4 @@ sudo systemctl daemon-reload
 sudo systemctl enable "${name}.service"
 # restart, not start: a second run picks up the new binary and settings (detach mode keeps tasks).
 sudo systemctl restart "${name}.service"
-echo "${name}: installed ${version}; logs: journalctl -u ${name}"
+echo "${name}: installed ${version} (unit ${unit_file}, systemd ${systemd_version}); logs: journalctl -u ${name}"

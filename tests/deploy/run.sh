@@ -6,6 +6,7 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 binary=$(realpath "${1:-$repo/target/debug/spark-activity-worker}")
 unit="$repo/systemd/spark-activity-worker.service"
+unit219="$repo/systemd/spark-activity-worker-systemd219.service"
 max_exposure=2.5
 passed=0 failed=0
 scratch=$(mktemp -d)
@@ -17,8 +18,31 @@ fail() { failed=$((failed + 1)); echo "FAIL $1"; shift; printf '     %s\n' "$@";
 # --- systemd unit ------------------------------------------------------------------------------
 # verify checks the ExecStart binary exists: point it at the one just built. It exits 0 on mere
 # warnings (unknown keys), so any output at all is a failure.
-sed "s|^ExecStart=/usr/local/bin/spark-activity-worker|ExecStart=$binary|" "$unit" > "$scratch/spark-activity-worker.service"
-if out=$(systemd-analyze verify "$scratch/spark-activity-worker.service" 2>&1) && [ -z "$out" ]; then pass "systemd-analyze verify"; else fail "systemd-analyze verify" "$out"; fi
+for u in "$unit" "$unit219"; do
+  mkdir -p "$scratch/verify"
+  sed "s|^ExecStart=/usr/local/bin/spark-activity-worker|ExecStart=$binary|" "$u" > "$scratch/verify/$(basename "$u")"
+  if out=$(systemd-analyze verify "$scratch/verify/$(basename "$u")" 2>&1) && [ -z "$out" ]; then
+    pass "systemd-analyze verify $(basename "$u")"
+  else
+    fail "systemd-analyze verify $(basename "$u")" "$out"
+  fi
+done
+
+# The unit for Amazon Linux 2 may use only what systemd 219 knows: systemd drops an unknown
+# directive with a warning and starts the service without it. The table is from systemd's NEWS.
+table="$repo/tests/deploy/systemd-directives.tsv"
+too_new=()
+while IFS= read -r key; do
+  value=$(grep -v '^#' "$unit219" | sed -n "s/^${key}=//p" | head -n 1)
+  first=$(awk -F'\t' -v k="$key=$value" -v d="$key" '$1 == k { print $2; found = 1; exit } $1 == d { v = $2 } END { if (!found) print v }' "$table")
+  case "$first" in
+    '<=200') ;;
+    '') too_new+=("$key: not in $table") ;;
+    unknown) too_new+=("$key=$value: systemd's NEWS does not show it in 219") ;;
+    *) [ "$first" -le 219 ] || too_new+=("$key=$value needs systemd $first") ;;
+  esac
+done < <(grep -Eo '^[A-Za-z]+=' "$unit219" | tr -d '=' | sort -u)
+if [ ${#too_new[@]} -eq 0 ]; then pass "the systemd-219 unit uses only directives of systemd <= 219"; else fail "the systemd-219 unit uses only directives of systemd <= 219" "${too_new[@]}"; fi
 
 security=$(systemd-analyze security --offline=true "$unit" 2>&1)
 score=$(printf '%s\n' "$security" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
@@ -49,13 +73,27 @@ exec "$@"
 STUB
 cat > "$stubs/systemctl" <<'STUB'
 #!/usr/bin/env bash
+if [ "$1" = --version ]; then echo "systemd ${FAKE_SYSTEMD_VERSION:-252} (stub)"; echo "+PAM +AUDIT"; exit 0; fi
 echo "$*" >> "$SAW_ROOT/systemctl.log"
+STUB
+cat > "$stubs/getent" <<'STUB'
+#!/usr/bin/env bash
+exit 2
+STUB
+cat > "$stubs/useradd" <<'STUB'
+#!/usr/bin/env bash
+echo "useradd $*" >> "$SAW_ROOT/accounts.log"
+STUB
+cat > "$stubs/chown" <<'STUB'
+#!/usr/bin/env bash
+echo "chown $*" >> "$SAW_ROOT/accounts.log"
 STUB
 chmod +x "$stubs"/*
 export FAKE_S3="$scratch/s3"
 mkdir -p "$FAKE_S3/bucket/release"
 cp "$binary" "$FAKE_S3/bucket/release/spark-activity-worker"
 cp "$unit" "$FAKE_S3/bucket/release/spark-activity-worker.service"
+cp "$unit219" "$FAKE_S3/bucket/release/spark-activity-worker-systemd219.service"
 good_sha=$(sha256sum "$binary" | cut -d' ' -f1)
 arn=arn:aws:states:us-east-1:123456789012:activity:etl.spark-job
 
@@ -69,7 +107,7 @@ install_in() { # install_in ROOT ARGS... -> runs the bootstrap action there
   local r=$1; shift
   SAW_ROOT="$r" PATH="$stubs:$PATH" bash "$repo/bootstrap/install.sh" "$@"
 }
-tree_of() { (cd "$1" && find . -type f ! -name systemctl.log | sort | xargs sha256sum); }
+tree_of() { (cd "$1" && find . -type f ! -name systemctl.log ! -name accounts.log | sort | xargs sha256sum); }
 
 r=$(sandbox core false)
 before=$(tree_of "$r")
@@ -109,6 +147,18 @@ restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "
   fi
 else
   fail "bootstrap: the primary gets binary, env file and unit" "$out"
+fi
+
+r=$(sandbox al2 true)
+if out=$(FAKE_SYSTEMD_VERSION=219 install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1); then
+  problems=()
+  cmp -s "$unit219" "$r/etc/systemd/system/spark-activity-worker.service" || problems+=("not the systemd-219 unit")
+  [ "$(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)" = 700 ] || problems+=("state dir: $(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)")
+  [ "$(cat "$r/accounts.log" 2>&1)" = "useradd --system --no-create-home --home-dir /var/lib/spark-activity-worker --shell /sbin/nologin spark-activity-worker
+chown spark-activity-worker:spark-activity-worker $r/var/lib/spark-activity-worker" ] || problems+=("accounts: $(cat "$r/accounts.log" 2>&1)")
+  if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir"; else fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "${problems[@]}"; fi
+else
+  fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "$out"
 fi
 
 r=$(sandbox role-only true)
@@ -155,7 +205,7 @@ help=$(bash "$repo/bootstrap/install.sh" --help)
 missing=()
 while read -r a; do
   # Flags the script passes to other programs are not its own arguments.
-  case "$a" in --only-show-errors|--version) continue ;; esac
+  case "$a" in --only-show-errors|--version|--system|--no-create-home|--home-dir|--shell) continue ;; esac
   [[ "$help" == *"$a"* ]] || missing+=("$a")
 done < <(grep -o -- '--[a-z0-9-]*' "$repo/bootstrap/install.sh" | sort -u)
 if [ ${#missing[@]} -eq 0 ]; then pass "bootstrap: --help documents every argument"; else fail "bootstrap: --help documents every argument" "${missing[@]}"; fi
