@@ -14,8 +14,12 @@ name=spark-activity-worker
 usage() {
   cat <<USAGE
 Usage: install.sh --binary-uri S3_URI --activity-arn ARN [options]
+       install.sh --upgrade --binary-uri S3_URI [--sha256 HEX] [--unit-uri URI]
 
 Installs ${name} on the EMR primary node (does nothing on other nodes).
+With --upgrade, replaces the binary and the unit of an existing install, keeps
+/etc/${name}/env, and restarts the worker detached from its tasks (SIGUSR2, whatever
+--shutdown-mode says): the new worker resumes every task in flight from the journal.
 
 Required:
   --binary-uri URI            where the worker binary is (aws s3 cp source), e.g.
@@ -55,7 +59,7 @@ fail_usage() {
   exit 2
 }
 
-binary_uri="" sha256="" unit_uri=""
+binary_uri="" sha256="" unit_uri="" upgrade=""
 default_file="local:///usr/lib/spark/examples/jars/spark-examples.jar"
 activity_arns=() allowed_hosts=()
 declare -A settings=()
@@ -63,6 +67,7 @@ declare -A settings=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
+    --upgrade) upgrade=1; shift; continue ;;
     --binary-uri|--sha256|--unit-uri|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
     --default-file|--allowed-livy-host|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
     --livy-outage-limit|--livy-retention|--yarn-url|\
@@ -84,7 +89,13 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$binary_uri" ] || fail_usage "--binary-uri is required"
-[ ${#activity_arns[@]} -gt 0 ] || fail_usage "--activity-arn is required"
+if [ -n "$upgrade" ]; then
+  if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_hosts[@]} -gt 0 ]; then
+    fail_usage "--upgrade keeps the settings of the install; give only --binary-uri, --sha256, --unit-uri"
+  fi
+else
+  [ ${#activity_arns[@]} -gt 0 ] || fail_usage "--activity-arn is required"
+fi
 if [ -n "$sha256" ] && ! [[ "$sha256" =~ ^[0-9a-f]{64}$ ]]; then
   fail_usage "--sha256 must be 64 hex digits"
 fi
@@ -131,6 +142,11 @@ case "$role" in
     exit 1 ;;
 esac
 
+if [ -n "$upgrade" ] && [ ! -f "$root/etc/${name}/env" ]; then
+  echo "${name}: --upgrade needs an existing install (${root}/etc/${name}/env is missing); nothing changed" >&2
+  exit 1
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -147,7 +163,7 @@ version=$("$work/${name}" --version) || { echo "${name}: the downloaded binary d
 aws s3 cp --only-show-errors "$unit_uri" "$work/${name}.service"
 
 join() { local IFS=,; echo "$*"; }
-{
+[ -n "$upgrade" ] || {
   echo "# Written by bootstrap/install.sh; every flag of '${name} run' has a variable here."
   echo "SPARK_ACTIVITY_WORKER_ACTIVITY_ARN=$(join "${activity_arns[@]}")"
   echo "SPARK_ACTIVITY_WORKER_DEFAULT_FILE=${default_file}"
@@ -176,10 +192,18 @@ if [ "$systemd_version" -lt 248 ]; then
   sudo chown "${name}:${name}" "$root/var/lib/${name}"
 fi
 sudo install -D -m 0755 "$work/${name}" "$root/usr/local/bin/${name}"
-sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
+[ -n "$upgrade" ] || sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
 sudo install -D -m 0644 "$work/${name}.service" "$root/etc/systemd/system/${name}.service"
 sudo systemctl daemon-reload
 sudo systemctl enable "${name}.service"
-# restart, not start: a second run picks up the new binary and settings (detach mode keeps tasks).
+# Stop the running worker detached from its tasks (SIGUSR2), whatever --shutdown-mode says, so the
+# new one resumes them from the journal; it exits within TimeoutStopSec (open polls return first).
+if sudo systemctl is-active --quiet "${name}.service"; then
+  sudo systemctl kill --signal=SIGUSR2 --kill-who=main "${name}.service"
+  for _ in $(seq 1 180); do
+    sudo systemctl is-active --quiet "${name}.service" || break
+    sleep 1
+  done
+fi
 sudo systemctl restart "${name}.service"
 echo "${name}: installed ${version} (unit ${unit_file}, systemd ${systemd_version}); logs: journalctl -u ${name}"

@@ -26,11 +26,13 @@ use crate::yarn::{self, YarnClient};
 /// come: Livy's own `livy.server.yarn.app-lookup-timeout`.
 const YARN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Runs until `shutdown` is cancelled and the shutdown sequence is over.
+/// Runs until `shutdown` is cancelled and the shutdown sequence is over. With `upgrade` cancelled
+/// too, every task is detached whatever `--shutdown-mode` says.
 pub async fn run(
     args: RunArgs,
     journal: Journal,
     shutdown: CancellationToken,
+    upgrade: CancellationToken,
 ) -> anyhow::Result<()> {
     let livy: Arc<dyn Livy> = Arc::new(LivyClient::new(args.livy_url.clone())?);
     let sfn = Arc::new(SfnClient::from_env().await);
@@ -133,16 +135,21 @@ pub async fn run(
 
     shutdown.cancelled().await;
     notify_stopping();
+    let mode = if upgrade.is_cancelled() {
+        ShutdownMode::Detach
+    } else {
+        args.shutdown_mode
+    };
     pollers.close();
     tasks.close();
     info!(
         tasks = ctx.in_flight.snapshot().len(),
-        mode = ?args.shutdown_mode,
+        mode = ?mode,
         "stopped polling; waiting for open polls to return"
     );
     // Polls already open can still deliver a task (within the service's 60 s); they are waited
     // for in every mode, and each task they bring is failed at once with Worker.ShuttingDown.
-    match args.shutdown_mode {
+    match mode {
         ShutdownMode::Detach => pollers.wait().await,
         ShutdownMode::Wait => {
             let drain = async {

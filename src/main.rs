@@ -46,15 +46,16 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         let graceful = CancellationToken::new();
+        let upgrade = CancellationToken::new();
         tokio::select! {
-            result = daemon::run(args, journal, graceful.clone()) => match result {
+            result = daemon::run(args, journal, graceful.clone(), upgrade.clone()) => match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "worker failed");
                     ExitCode::FAILURE
                 }
             },
-            result = shutdown::signals(graceful) => match result {
+            result = shutdown::signals(graceful, upgrade) => match result {
                 Ok(()) => ExitCode::from(130),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot listen for signals");

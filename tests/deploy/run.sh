@@ -75,6 +75,11 @@ cat > "$stubs/systemctl" <<'STUB'
 #!/usr/bin/env bash
 if [ "$1" = --version ]; then echo "systemd ${FAKE_SYSTEMD_VERSION:-252} (stub)"; echo "+PAM +AUDIT"; exit 0; fi
 echo "$*" >> "$SAW_ROOT/systemctl.log"
+# FAKE_ACTIVE: the service runs until it is sent a signal.
+case "$1" in
+  is-active) [ -n "${FAKE_ACTIVE:-}" ] && [ ! -e "$SAW_ROOT/killed" ] ;;
+  kill) touch "$SAW_ROOT/killed" ;;
+esac
 STUB
 cat > "$stubs/getent" <<'STUB'
 #!/usr/bin/env bash
@@ -136,6 +141,7 @@ SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS=16"
   [ "$(cat "$r/etc/spark-activity-worker/env" 2>/dev/null)" = "$expected_env" ] || problems+=("env file: $(cat "$r/etc/spark-activity-worker/env" 2>&1)")
   [ "$(cat "$r/systemctl.log")" = "daemon-reload
 enable spark-activity-worker.service
+is-active --quiet spark-activity-worker.service
 restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "$r/systemctl.log")")
   if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: the primary gets binary, env file and unit"; else fail "bootstrap: the primary gets binary, env file and unit" "${problems[@]}"; fi
   first=$(tree_of "$r")
@@ -159,6 +165,36 @@ chown spark-activity-worker:spark-activity-worker $r/var/lib/spark-activity-work
   if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir"; else fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "${problems[@]}"; fi
 else
   fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "$out"
+fi
+
+# --upgrade: a running worker, a new release; the settings stay, the worker is detached, not killed.
+r=$(sandbox upgrade true)
+mkdir -p "$FAKE_S3/bucket/v2"
+printf '#!/bin/sh\necho "spark-activity-worker 0.2.0 (stub)"\n' > "$FAKE_S3/bucket/v2/spark-activity-worker"
+cp "$unit" "$unit219" "$FAKE_S3/bucket/v2/"
+install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" --max-concurrent-tasks 7 >/dev/null 2>&1
+env_before=$(cat "$r/etc/spark-activity-worker/env")
+rm -f "$r/systemctl.log"
+if out=$(FAKE_ACTIVE=1 install_in "$r" --upgrade --binary-uri s3://bucket/v2/spark-activity-worker 2>&1); then
+  problems=()
+  cmp -s "$FAKE_S3/bucket/v2/spark-activity-worker" "$r/usr/local/bin/spark-activity-worker" || problems+=("binary not replaced")
+  [ "$(cat "$r/etc/spark-activity-worker/env")" = "$env_before" ] || problems+=("env file changed")
+  [ "$(cat "$r/systemctl.log")" = "daemon-reload
+enable spark-activity-worker.service
+is-active --quiet spark-activity-worker.service
+kill --signal=SIGUSR2 --kill-who=main spark-activity-worker.service
+is-active --quiet spark-activity-worker.service
+restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "$r/systemctl.log")")
+  if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: --upgrade replaces the binary, keeps the settings and detaches the running worker"; else fail "bootstrap: --upgrade replaces the binary, keeps the settings and detaches the running worker" "${problems[@]}" "$out"; fi
+else
+  fail "bootstrap: --upgrade replaces the binary, keeps the settings and detaches the running worker" "$out"
+fi
+r=$(sandbox upgrade-nothing true)
+out=$(install_in "$r" --upgrade --binary-uri s3://bucket/v2/spark-activity-worker 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ "$out" == *"--upgrade needs an existing install"* ]] && [ ! -e "$r/usr" ]; then
+  pass "bootstrap: --upgrade without an install changes nothing"
+else
+  fail "bootstrap: --upgrade without an install changes nothing" "rc=$rc" "$out"
 fi
 
 r=$(sandbox role-only true)
@@ -205,7 +241,7 @@ help=$(bash "$repo/bootstrap/install.sh" --help)
 missing=()
 while read -r a; do
   # Flags the script passes to other programs are not its own arguments.
-  case "$a" in --only-show-errors|--version|--system|--no-create-home|--home-dir|--shell) continue ;; esac
+  case "$a" in --only-show-errors|--version|--system|--no-create-home|--home-dir|--shell|--quiet|--signal|--kill-who) continue ;; esac
   [[ "$help" == *"$a"* ]] || missing+=("$a")
 done < <(grep -o -- '--[a-z0-9-]*' "$repo/bootstrap/install.sh" | sort -u)
 if [ ${#missing[@]} -eq 0 ]; then pass "bootstrap: --help documents every argument"; else fail "bootstrap: --help documents every argument" "${missing[@]}"; fi

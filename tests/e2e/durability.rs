@@ -511,3 +511,41 @@ async fn a_batch_unrecorded_for_longer_than_livy_remembers_is_reported_lost_not_
     assert!(out.cause.unwrap_or_default().contains("not resubmitted"));
     assert_eq!(livy.stats().await["posts"], 0, "never submitted blindly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_detaches_every_task_even_in_kill_mode_and_the_next_start_resumes_it() {
+    let (dir, sfn, livy, activity) = rig("upgrade-signal", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 15, 120).await;
+    // Decommissioning is configured, but an upgrade must not kill anything.
+    let mut worker = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--max-concurrent-tasks", "1", "--shutdown-mode", "kill"],
+    );
+    let ex = sfn.start(&sm, &json!({"File": "sim:forever"})).await;
+    livy.until("a running batch", Duration::from_secs(30), |s| {
+        running(s) == 1
+    })
+    .await;
+    worker.signal("USR2");
+    assert_eq!(worker.exit(Duration::from_secs(30)).await.code(), Some(0));
+    let log = worker.log_text();
+    assert!(
+        log.contains("stopping for an upgrade")
+            && log.contains("leaving this task's batch running"),
+        "{log}"
+    );
+    let stats = livy.stats().await;
+    assert_eq!((running(&stats), stats["deletes"].clone()), (1, json!(0)));
+    assert_eq!(journal_files(&dir), 1);
+    assert_eq!(sfn.describe(&ex).await.status, ExecutionStatus::Running);
+
+    let _upgraded = Worker::start(&dir, &activity, &livy.url, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    livy.control("batches/0/state", json!({"state": "success"}))
+        .await;
+    let out = sfn.finish(&ex, Duration::from_secs(30)).await;
+    assert_eq!(out.status, ExecutionStatus::Succeeded, "{out:?}");
+    assert_eq!(livy.stats().await["created"], 1);
+}
