@@ -60,10 +60,12 @@ async fn sigkill_with_twenty_tasks_in_flight_then_restart_completes_all_with_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_journal_write_and_post_submits_exactly_once_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-before-post", &[]).await;
-    let sm = sfn.one_task_machine(&activity, 15, 120).await;
+    let sm = sfn
+        .one_task_machine_retrying_lost_deliveries(&activity, 15, 120)
+        .await;
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
-    let status = crashing.exit(Duration::from_secs(30)).await;
+    let status = crashing.exit(Duration::from_secs(75)).await;
     assert!(!status.success(), "the failpoint aborts the worker");
     assert_eq!(livy.stats().await["posts"], 0);
     assert_eq!(journal_files(&dir), 1, "journaled before the POST");
@@ -77,10 +79,12 @@ async fn crash_between_journal_write_and_post_submits_exactly_once_after_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_post_and_recording_the_id_adopts_the_batch_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-after-post", &[]).await;
-    let sm = sfn.one_task_machine(&activity, 15, 120).await;
+    let sm = sfn
+        .one_task_machine_retrying_lost_deliveries(&activity, 15, 120)
+        .await;
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-after-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=3"})).await;
-    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+    assert!(!crashing.exit(Duration::from_secs(75)).await.success());
     assert_eq!(livy.stats().await["created"], 1);
 
     let restarted = Worker::start(&dir, &activity, &livy.url, &[]);
@@ -99,7 +103,9 @@ async fn crash_between_post_and_recording_the_id_adopts_the_batch_after_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_never_left_is_sent_after_restart() {
     let (dir, sfn, livy, activity) = rig("crash-before-report", &[]).await;
-    let sm = sfn.one_task_machine(&activity, 15, 120).await;
+    let sm = sfn
+        .one_task_machine_retrying_lost_deliveries(&activity, 15, 120)
+        .await;
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-report");
     let ex = sfn
         .start(
@@ -107,7 +113,7 @@ async fn a_report_that_never_left_is_sent_after_restart() {
             &json!({"File": "sim:success?run=1", "Name": "reported-late"}),
         )
         .await;
-    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+    assert!(!crashing.exit(Duration::from_secs(75)).await.success());
     assert_eq!(sfn.describe(&ex).await.status, ExecutionStatus::Running);
 
     // Livy forgets the batch meanwhile: the report comes from the journal, not from Livy.
@@ -486,10 +492,12 @@ async fn chaos_kills_livy_restarts_and_outages_lose_nothing_and_run_nothing_twic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_unrecorded_for_longer_than_livy_remembers_is_reported_lost_not_resubmitted() {
     let (dir, sfn, livy, activity) = rig("down-too-long", &[]).await;
-    let sm = sfn.one_task_machine(&activity, 30, 120).await;
+    let sm = sfn
+        .one_task_machine_retrying_lost_deliveries(&activity, 30, 120)
+        .await;
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
-    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+    assert!(!crashing.exit(Duration::from_secs(75)).await.success());
 
     // The worker "was down" 20 minutes: age the journal entry.
     let entry_path = std::fs::read_dir(dir.join("state"))

@@ -110,6 +110,27 @@ impl Sfn {
         .await
     }
 
+    /// A one-state machine for tests whose first step needs the task to reach a worker: LocalStack
+    /// can hand a task to a long poll whose connection just broke (the SDK then retries the poll
+    /// and never sees it). Such an attempt reached no worker, so one retry of its heartbeat
+    /// timeout (LocalStack names it `States.Timeout`) runs nothing twice.
+    pub async fn one_task_machine_retrying_lost_deliveries(
+        &self,
+        activity: &str,
+        heartbeat: u32,
+        timeout: u32,
+    ) -> String {
+        self.state_machine(&json!({
+            "StartAt": "Spark",
+            "States": {"Spark": {"Type": "Task", "Resource": activity,
+                "HeartbeatSeconds": heartbeat, "TimeoutSeconds": timeout,
+                "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"],
+                           "IntervalSeconds": 1, "MaxAttempts": 1}],
+                "End": true}}
+        }))
+        .await
+    }
+
     pub async fn start(&self, state_machine: &str, input: &Value) -> String {
         let out = self
             .client

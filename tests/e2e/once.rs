@@ -103,11 +103,13 @@ async fn livy_down_past_the_outage_limit_kills_the_application_in_yarn_then_fail
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_older_than_livys_retention_is_looked_up_by_name_and_adopted_not_reported_lost() {
     let (dir, sfn, livy, activity) = rig("old-entry-adopted", &[]).await;
-    let sm = sfn.one_task_machine(&activity, 30, 120).await;
+    let sm = sfn
+        .one_task_machine_retrying_lost_deliveries(&activity, 30, 120)
+        .await;
     // The POST lands, then the worker dies before recording the batch id.
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-after-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=4"})).await;
-    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+    assert!(!crashing.exit(Duration::from_secs(75)).await.success());
     assert_eq!(livy.stats().await["created"], 1);
     // ... and "stays down" 20 minutes.
     age_the_journal_entry(&dir, Duration::from_secs(20 * 60));
@@ -286,7 +288,7 @@ async fn a_resumed_task_whose_token_expired_meanwhile_is_never_submitted() {
     let sm = sfn.one_task_machine(&activity, 2, 60).await;
     let mut crashing = Worker::failing_at(&dir, &activity, &livy.url, "crash-before-submit");
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
-    assert!(!crashing.exit(Duration::from_secs(30)).await.success());
+    assert!(!crashing.exit(Duration::from_secs(75)).await.success());
     let out = sfn.finish(&ex, Duration::from_secs(30)).await;
     assert_eq!(
         out.status,
