@@ -535,6 +535,16 @@ impl Batch {
                     if seen.state.as_ref().is_some_and(BatchState::is_terminal) {
                         return self.ended_at_livy(seen).await;
                     }
+                    // A batch Livy recovered after a restart can stay `recovering` after its
+                    // application ended (LIVY-727): YARN settles it.
+                    if seen.state == Some(BatchState::Recovering)
+                        && let Ok(Some(app)) =
+                            self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick)
+                        && app.is_final()
+                    {
+                        info!(application = %app.id, state = %app.state, "livy still says recovering but YARN says the application ended");
+                        return self.ended_in_yarn(app, seen).await;
+                    }
                 }
                 // 404 (or an old Livy that ignores names): Livy no longer holds the batch —
                 // restarted without recovery, or it ended and was forgotten. YARN knows.

@@ -611,6 +611,22 @@ async fn livy_saying_dead_while_yarn_still_runs_is_followed_to_yarns_end() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_batch_stuck_in_recovering_after_its_application_ended_is_settled_by_yarn() {
+    let r = rig("stuck-recovering", timing());
+    r.deliver(input());
+    r.until("a post", Duration::from_secs(5), |r| r.livy.posts() == 1)
+        .await;
+    r.livy.set(&r.name(), "recovering");
+    r.yarn.set(&r.app(), "RUNNING", "UNDEFINED");
+    sleep(Duration::from_secs(60)).await;
+    assert!(r.reports().is_empty(), "still running: {:?}", r.reports());
+    // Livy never leaves `recovering` (LIVY-727); YARN knows the application succeeded.
+    r.yarn.set(&r.app(), "FINISHED", "SUCCEEDED");
+    let out = output(&r.report(Duration::from_secs(30)).await);
+    assert_eq!(out["applicationId"], r.app());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_livy_failure_yarn_calls_a_success_is_a_success() {
     let r = rig("misreport-end", timing());
     r.deliver(input());
