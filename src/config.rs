@@ -162,12 +162,10 @@ impl RunArgs {
     }
 
     pub fn worker_name(&self) -> String {
-        self.worker_name.clone().unwrap_or_else(|| {
-            hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "spark-activity-worker".to_owned())
-        })
+        self.worker_name
+            .clone()
+            .or_else(this_host)
+            .unwrap_or_else(|| "spark-activity-worker".to_owned())
     }
 
     /// Hosts a task's `LivyHost` may name: the --livy-url host plus --allowed-livy-host.
@@ -181,6 +179,11 @@ impl RunArgs {
         }
         hosts
     }
+}
+
+/// This node's host name (on EMR, its private DNS name).
+pub fn this_host() -> Option<String> {
+    hostname::get().ok().and_then(|h| h.into_string().ok())
 }
 
 fn parse_arn(s: &str) -> Result<String, String> {
@@ -251,7 +254,8 @@ fn parse_log_level(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Turns a clap error into the one line the brief asks for: "error: ... naming the flag".
+/// Turns a clap error into one line, "error: ... naming the flag", so bad config is one line in
+/// the journal rather than clap's multi-line usage text.
 pub fn one_line(err: &clap::Error) -> String {
     let rendered = err.to_string();
     let lines: Vec<&str> = rendered

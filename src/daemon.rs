@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::batch::Timing;
-use crate::config::{RunArgs, ShutdownMode};
+use crate::config::{self, RunArgs, ShutdownMode};
 use crate::health;
 use crate::journal::Journal;
 use crate::livy::{Livy, LivyClient};
@@ -38,10 +38,7 @@ pub async fn run(
     let sfn = Arc::new(SfnClient::from_env().await);
     let worker_name: Arc<str> = args.worker_name().into();
     let yarn_urls = if args.yarn_urls.is_empty() {
-        let host = hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let host = config::this_host().unwrap_or_else(|| "localhost".to_owned());
         yarn::discover(&yarn::conf_dir(), &host)
     } else {
         args.yarn_urls.clone()
