@@ -407,10 +407,15 @@ impl Batch {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(LookupError::Livy(e)),
         }
-        match self.yarn.apps_by_tag(&self.tag).await {
-            Ok(apps) => Ok(yarn::pick(apps).map_or(Found::Nothing, Found::Yarn)),
+        match self.yarn_app().await {
+            Ok(app) => Ok(app.map_or(Found::Nothing, Found::Yarn)),
             Err(e) => Err(LookupError::Yarn(e)),
         }
+    }
+
+    /// The application that speaks for the task in YARN (by its tag), if any.
+    async fn yarn_app(&self) -> Result<Option<App>, YarnError> {
+        self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick)
     }
 
     /// Livy does not hold the batch but YARN has its application: follow it there.
@@ -538,8 +543,7 @@ impl Batch {
                     // A batch Livy recovered after a restart can stay `recovering` after its
                     // application ended (LIVY-727): YARN settles it.
                     if seen.state == Some(BatchState::Recovering)
-                        && let Ok(Some(app)) =
-                            self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick)
+                        && let Ok(Some(app)) = self.yarn_app().await
                         && app.is_final()
                     {
                         info!(application = %app.id, state = %app.state, "livy still says recovering but YARN says the application ended");
@@ -556,7 +560,7 @@ impl Batch {
                     }
                     warn!(error = %e, "batch state sync failed");
                     // While Livy cannot be read, YARN can say the application has ended.
-                    if let Ok(Some(app)) = self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick)
+                    if let Ok(Some(app)) = self.yarn_app().await
                         && app.is_final()
                     {
                         info!(application = %app.id, state = %app.state, "livy is unreachable; YARN says the application ended");
@@ -585,7 +589,7 @@ impl Batch {
             BatchState::Killed => Verdict::Killed,
             _ => Verdict::Failed,
         };
-        let (verdict, diagnostics) = match self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick) {
+        let (verdict, diagnostics) = match self.yarn_app().await {
             Ok(Some(app)) if !app.is_final() => {
                 warn!(
                     livy_state = livy_state.as_str(), application = %app.id, yarn_state = %app.state,
@@ -640,7 +644,7 @@ impl Batch {
         // Until when an application of this task could still appear in YARN.
         let lookup_deadline = self.yarn_lookup_deadline(seen);
         loop {
-            match self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick) {
+            match self.yarn_app().await {
                 Ok(Some(app)) if app.is_final() => return self.ended_in_yarn(app, seen).await,
                 Ok(Some(app)) => {
                     outage.recovered();
@@ -840,7 +844,8 @@ impl PostError {
 }
 
 impl From<String> for PostError {
-    /// A lookup before a retry that could not answer: nothing is known, nothing was posted.
+    /// A lookup before a retry that could not answer: nothing was posted this round, and the
+    /// earlier POST that prompted the lookup may still have created the batch.
     fn from(text: String) -> Self {
         PostError {
             text,

@@ -226,15 +226,13 @@ impl LivyClient {
         Ok(Self { http, base })
     }
 
-    /// `{base}/batches/{segment}{suffix}`, the segment percent-encoded (names may hold spaces).
-    fn batch_path(&self, segment: &str, suffix: &[&str]) -> Result<Url, LivyError> {
+    /// `{base}/{segments...}`, each segment percent-encoded (batch names may hold spaces).
+    fn url(&self, segments: &[&str]) -> Result<Url, LivyError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| LivyError::Decode("the Livy URL cannot have a path".into()))?
             .pop_if_empty()
-            .push("batches")
-            .push(segment)
-            .extend(suffix);
+            .extend(segments);
         Ok(url)
     }
 
@@ -245,15 +243,6 @@ impl LivyClient {
             .header("X-Requested-By", "spark-activity-worker")
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(REQUEST_TIMEOUT)
-    }
-
-    fn root(&self, path: &str) -> Result<Url, LivyError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| LivyError::Decode("the Livy URL cannot have a path".into()))?
-            .pop_if_empty()
-            .push(path);
-        Ok(url)
     }
 }
 
@@ -272,25 +261,25 @@ impl Livy for LivyClient {
 
     async fn probe(&self) -> Result<(), LivyError> {
         let req = self
-            .request(reqwest::Method::GET, self.root("version")?)
+            .request(reqwest::Method::GET, self.url(&["version"])?)
             .timeout(PROBE_TIMEOUT);
         check(send(req).await?).await.map(drop)
     }
 
     async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
         let req = self
-            .request(reqwest::Method::POST, self.root("batches")?)
+            .request(reqwest::Method::POST, self.url(&["batches"])?)
             .json(body);
         decode(check(send(req).await?).await?).await
     }
 
     async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
-        let req = self.request(reqwest::Method::GET, self.batch_path(name, &[])?);
+        let req = self.request(reqwest::Method::GET, self.url(&["batches", name])?);
         decode(check(send(req).await?).await?).await
     }
 
     async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError> {
-        let mut url = self.batch_path(name, &["log"])?;
+        let mut url = self.url(&["batches", name, "log"])?;
         // `from` omitted means "the tail".
         url.query_pairs_mut()
             .append_pair("size", &lines.to_string());
@@ -301,7 +290,7 @@ impl Livy for LivyClient {
 
     async fn delete_batch(&self, name: &str) -> Result<(), LivyError> {
         let req = self
-            .request(reqwest::Method::DELETE, self.batch_path(name, &[])?)
+            .request(reqwest::Method::DELETE, self.url(&["batches", name])?)
             .timeout(DELETE_TIMEOUT);
         check(send(req).await?).await.map(drop)
     }

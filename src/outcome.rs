@@ -173,10 +173,9 @@ fn success(f: Finish, about: &About<'_>) -> Outcome {
         application_id: f.seen.app_id,
         state: "success".to_owned(),
         livy_url: f
-            .livy_state
-            .is_some()
-            .then_some(())
-            .and(f.seen.id)
+            .seen
+            .id
+            .filter(|_| f.livy_state.is_some())
             .map(|id| livy::batch_url(about.livy, id)),
         driver_log_url: f.seen.driver_log_url,
         spark_ui_url: f.seen.spark_ui_url,
