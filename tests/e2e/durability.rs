@@ -8,24 +8,9 @@ use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::harness::{self, Livy, Sfn, Worker, batches, rig, scratch};
-
-fn running(stats: &Value) -> usize {
-    batches(stats)
-        .iter()
-        .filter(|b| b["state"] == "running" && b["deleted"] == false)
-        .count()
-}
-
-fn journal_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("state"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
-        .unwrap_or(0)
-}
+use crate::harness::{
+    self, Livy, Sfn, Worker, age_the_journal_entry, batches, journal_files, rig, running, scratch,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_twenty_tasks_in_flight_then_restart_completes_all_with_one_batch_each() {
@@ -499,18 +484,8 @@ async fn a_batch_unrecorded_for_longer_than_livy_remembers_is_reported_lost_not_
     let ex = sfn.start(&sm, &json!({"File": "sim:success?run=1"})).await;
     assert!(!crashing.exit(Duration::from_secs(75)).await.success());
 
-    // The worker "was down" 20 minutes: age the journal entry.
-    let entry_path = std::fs::read_dir(dir.join("state"))
-        .expect("state dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("one journal entry");
-    let mut entry: Value =
-        serde_json::from_slice(&std::fs::read(&entry_path).expect("read")).expect("json");
-    let old = std::time::SystemTime::now() - Duration::from_secs(20 * 60);
-    entry["createdAt"] = json!(humantime::format_rfc3339_millis(old).to_string());
-    std::fs::write(&entry_path, entry.to_string()).expect("write");
+    // The worker "was down" 20 minutes.
+    age_the_journal_entry(&dir, Duration::from_secs(20 * 60));
 
     let _restarted = Worker::start(&dir, &activity, &livy.url, &[]);
     let out = sfn.finish(&ex, Duration::from_secs(60)).await;

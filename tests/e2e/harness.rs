@@ -356,6 +356,40 @@ pub fn batches(stats: &Value) -> Vec<Value> {
     stats["batches"].as_array().cloned().unwrap_or_default()
 }
 
+/// Batches Livy holds in state `running`.
+pub fn running(stats: &Value) -> usize {
+    batches(stats)
+        .iter()
+        .filter(|b| b["state"] == "running" && b["deleted"] == false)
+        .count()
+}
+
+/// How many entries the journal in `dir/state` holds.
+pub fn journal_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("state"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Dates the (one) journal entry in `dir/state` `by` earlier: the worker "was down" that long.
+pub fn age_the_journal_entry(dir: &Path, by: Duration) {
+    let path = std::fs::read_dir(dir.join("state"))
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("one journal entry");
+    let mut entry: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let old = std::time::SystemTime::now() - by;
+    entry["createdAt"] = json!(humantime::format_rfc3339_millis(old).to_string());
+    std::fs::write(&path, entry.to_string()).expect("write");
+}
+
 /// The simulated ResourceManager's applications, in creation order.
 pub fn yarn_apps(stats: &Value) -> Vec<Value> {
     stats["yarn"].as_array().cloned().unwrap_or_default()

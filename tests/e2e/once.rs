@@ -9,25 +9,8 @@ use std::time::Duration;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::{Value, json};
 
-use crate::harness::{self, Worker, batches, rig, yarn_app};
+use crate::harness::{self, Worker, age_the_journal_entry, journal_files, rig, running, yarn_app};
 use crate::proxy::SfnProxy;
-
-fn running(stats: &Value) -> usize {
-    batches(stats)
-        .iter()
-        .filter(|b| b["state"] == "running" && b["deleted"] == false)
-        .count()
-}
-
-fn journal_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("state"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 // 1. Livy unreachable while a batch runs -------------------------------------------------------
 
@@ -127,20 +110,6 @@ async fn an_entry_older_than_livys_retention_is_looked_up_by_name_and_adopted_no
             .log_text()
             .contains("adopted the batch found under this task's name")
     );
-}
-
-fn age_the_journal_entry(dir: &std::path::Path, by: Duration) {
-    let path = std::fs::read_dir(dir.join("state"))
-        .expect("state dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("one journal entry");
-    let mut entry: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-    let old = std::time::SystemTime::now() - by;
-    entry["createdAt"] = json!(humantime::format_rfc3339_millis(old).to_string());
-    std::fs::write(&path, entry.to_string()).expect("write");
 }
 
 // 3. A POST whose answer is lost; a task gone while its POST is in flight -----------------------
