@@ -312,7 +312,10 @@ async fn delete(State(app): Shared, Path(seg): Path<String>) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{app_id, call, server, server_with, stats, wait_for_app, wait_for_state};
+    use crate::testing::{
+        app_id, app_view, call, post_batch, server, server_with, stats, wait_for_app,
+        wait_for_state,
+    };
     use axum::http::Request as HttpRequest;
     use std::time::{Duration, Instant};
     use tower::ServiceExt;
@@ -321,7 +324,7 @@ mod tests {
     async fn a_sim_batch_runs_to_success_and_is_deleted() {
         let app = server(false);
         let body = r#"{"file":"sim:success?start=0.05&run=0.1&app=1","name":"job"}"#;
-        let (status, batch) = call(&app, "POST", "/batches", body).await;
+        let (status, batch) = post_batch(&app, body).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(batch["state"], "starting");
         assert_eq!(batch["appId"], Value::Null);
@@ -356,39 +359,36 @@ mod tests {
     async fn rejections_have_livy_shapes_and_waste_ids() {
         let app = server(false);
         let forever = r#"{"file":"sim:forever?start=0","name":"dup"}"#;
-        assert_eq!(
-            call(&app, "POST", "/batches", forever).await.0,
-            StatusCode::CREATED
-        );
-        let (status, body) = call(&app, "POST", "/batches", forever).await;
+        assert_eq!(post_batch(&app, forever).await.0, StatusCode::CREATED);
+        let (status, body) = post_batch(&app, forever).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             body,
             json!({"msg": "Rejected, Reason: Duplicate session name: Some(dup) for session 1"})
         );
-        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"/a","ttl":1}"#).await;
+        let (status, body) = post_batch(&app, r#"{"file":"/a","ttl":1}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             body.as_str()
                 .is_some_and(|s| s.starts_with("Unrecognized field \"ttl\""))
         );
-        let (status, body) = call(&app, "POST", "/batches", r#"{"name":"2024"}"#).await;
+        let (status, body) = post_batch(&app, r#"{"name":"2024"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             body,
             json!({"msg": "Rejected, Reason: Invalid session name: 2024"})
         );
-        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"/a","jars":null}"#).await;
+        let (status, body) = post_batch(&app, r#"{"file":"/a","jars":null}"#).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, json!("java.lang.NullPointerException"));
-        let (status, body) = call(&app, "POST", "/batches", r#"{"name":"x"}"#).await;
+        let (status, body) = post_batch(&app, r#"{"name":"x"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             body["msg"],
             "Rejected, Reason: requirement failed: File is required."
         );
         // Ids 1..=4 went to rejected creates; the unknown field took none.
-        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:success"}"#).await;
+        let (_, batch) = post_batch(&app, r#"{"file":"sim:success"}"#).await;
         assert_eq!(batch["id"], 5);
         let (status, body) = call(&app, "GET", "/batches?from=x", "").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -404,11 +404,8 @@ mod tests {
     async fn too_many_starting_batches_are_rejected_without_taking_an_id() {
         let app = server_with(false, 1);
         let slow = r#"{"file":"sim:success?start=60"}"#;
-        assert_eq!(
-            call(&app, "POST", "/batches", slow).await.0,
-            StatusCode::CREATED
-        );
-        let (status, body) = call(&app, "POST", "/batches", slow).await;
+        assert_eq!(post_batch(&app, slow).await.0, StatusCode::CREATED);
+        let (status, body) = post_batch(&app, slow).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             body,
@@ -421,7 +418,7 @@ mod tests {
             r#"{"state":"running"}"#,
         )
         .await;
-        let (status, body) = call(&app, "POST", "/batches", slow).await;
+        let (status, body) = post_batch(&app, slow).await;
         assert_eq!(
             (status, body["id"].clone()),
             (StatusCode::CREATED, json!(1))
@@ -431,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_spawn_is_a_dead_batch_with_the_error_logged() {
         let app = server(false);
-        let (status, _) = call(&app, "POST", "/batches", r#"{"file":"/app.py"}"#).await;
+        let (status, _) = post_batch(&app, r#"{"file":"/app.py"}"#).await;
         assert_eq!(status, StatusCode::CREATED);
         wait_for_state(&app, 0, "dead").await;
         let (_, log) = call(&app, "GET", "/batches/0/log", "").await;
@@ -451,7 +448,7 @@ mod tests {
     async fn control_calls_force_states_and_restart() {
         let app = server(true);
         // CSRF guards Livy routes only.
-        let (status, body) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        let (status, body) = post_batch(&app, r#"{"file":"sim:forever"}"#).await;
         assert_eq!((status, body), (StatusCode::BAD_REQUEST, Value::Null));
         let req = HttpRequest::post("/batches")
             .header("X-Requested-By", "")
@@ -474,18 +471,11 @@ mod tests {
         assert_eq!(stats["batches"][0]["state"], "recovering");
     }
 
-    async fn app_view(app: &Router, id: &str) -> Value {
-        call(app, "GET", &format!("/ws/v1/cluster/apps/{id}"), "")
-            .await
-            .1["app"]
-            .clone()
-    }
-
     #[tokio::test]
     async fn a_sim_script_drives_its_application_and_the_batch_mirrors_it() {
         let app = server(false);
         let body = r#"{"file":"sim:dead?start=0.1&run=0.5&msg=boom&lines=2"}"#;
-        let (status, batch) = call(&app, "POST", "/batches", body).await;
+        let (status, batch) = post_batch(&app, body).await;
         assert_eq!(
             (status, batch["state"].clone()),
             (StatusCode::CREATED, json!("starting"))
@@ -520,7 +510,7 @@ mod tests {
 
         // A literal word is shown while RUNNING, then the application succeeds.
         let body = r#"{"file":"sim:busy?start=0&run=0.6&app=1"}"#;
-        call(&app, "POST", "/batches", body).await;
+        post_batch(&app, body).await;
         let id = app_id(&app, 1).await;
         wait_for_state(&app, 1, "busy").await;
         assert_eq!(app_view(&app, &id).await["state"], "RUNNING");
@@ -557,20 +547,8 @@ mod tests {
     #[tokio::test]
     async fn delete_kills_an_unfinished_application_only() {
         let app = server(false);
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever?start=0","name":"f"}"#,
-        )
-        .await;
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:success?start=0&run=0"}"#,
-        )
-        .await;
+        post_batch(&app, r#"{"file":"sim:forever?start=0","name":"f"}"#).await;
+        post_batch(&app, r#"{"file":"sim:success?start=0&run=0"}"#).await;
         wait_for_state(&app, 0, "running").await;
         wait_for_state(&app, 1, "success").await;
         for seg in ["f", "1"] {
@@ -598,13 +576,7 @@ mod tests {
             call(&app, "POST", "/_control/faults", faults).await.0,
             StatusCode::OK
         );
-        let (status, body) = call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever","name":"x"}"#,
-        )
-        .await;
+        let (status, body) = post_batch(&app, r#"{"file":"sim:forever","name":"x"}"#).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.is_string());
         let (status, batch) = call(&app, "GET", "/batches/x", "").await;
@@ -630,7 +602,7 @@ mod tests {
         let started = Instant::now();
         let post = tokio::spawn({
             let app = app.clone();
-            async move { call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await }
+            async move { post_batch(&app, r#"{"file":"sim:forever"}"#).await }
         });
         // Other Livy routes are not slowed down, and the batch is already there.
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -645,7 +617,7 @@ mod tests {
     #[tokio::test]
     async fn livy_and_rm_faults_are_separate() {
         let app = server(false);
-        call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        post_batch(&app, r#"{"file":"sim:forever"}"#).await;
         let faults = r#"{"yarn_error_rate":1}"#;
         call(&app, "POST", "/_control/faults", faults).await;
         let (status, body) = call(&app, "GET", "/ws/v1/cluster/apps", "").await;

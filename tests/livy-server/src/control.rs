@@ -253,38 +253,17 @@ async fn reattach(app: Arc<App>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{app_id, call, server, stats, wait_for_app, wait_for_state};
+    use crate::testing::{
+        app_id, app_view, call, post_batch, server, stats, wait_for_app, wait_for_state,
+    };
     use serde_json::Value;
-
-    async fn yarn(app: &axum::Router, id: &str) -> Value {
-        let uri = format!("/ws/v1/cluster/apps/{id}");
-        call(app, "GET", &uri, "").await.1["app"].clone()
-    }
 
     #[tokio::test]
     async fn a_clean_restart_kills_the_applications_of_the_batches_it_forgets() {
         let app = server(false);
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever?start=0"}"#,
-        )
-        .await;
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:success?start=60"}"#,
-        )
-        .await;
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:success?start=0&run=0"}"#,
-        )
-        .await;
+        post_batch(&app, r#"{"file":"sim:forever?start=0"}"#).await;
+        post_batch(&app, r#"{"file":"sim:success?start=60"}"#).await;
+        post_batch(&app, r#"{"file":"sim:success?start=0&run=0"}"#).await;
         wait_for_state(&app, 0, "running").await;
         wait_for_state(&app, 2, "success").await;
         let (status, _) = call(&app, "POST", "/_control/restart", "").await;
@@ -300,9 +279,9 @@ mod tests {
         assert_eq!(stats["yarn"][2]["killed_by"], Value::Null);
         // The forgotten batch keeps the state Livy last showed.
         assert_eq!(stats["batches"][0]["state"], "running");
-        let killed = yarn(&app, &app_id(&app, 0).await).await;
+        let killed = app_view(&app, &app_id(&app, 0).await).await;
         assert_eq!(killed["diagnostics"], "Killed by Livy shutdown");
-        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        let (_, batch) = post_batch(&app, r#"{"file":"sim:forever"}"#).await;
         assert_eq!(batch["id"], 0, "ids restart at 0");
     }
 
@@ -310,7 +289,7 @@ mod tests {
     async fn after_a_crash_the_applications_run_on_unobserved() {
         let app = server(false);
         let body = r#"{"file":"sim:success?start=0&run=0.8","name":"orphan"}"#;
-        call(&app, "POST", "/batches", body).await;
+        post_batch(&app, body).await;
         wait_for_state(&app, 0, "running").await;
         let id = app_id(&app, 0).await;
         let crash = r#"{"crash":true}"#;
@@ -322,18 +301,12 @@ mod tests {
             call(&app, "GET", "/batches/orphan", "").await.0,
             StatusCode::NOT_FOUND
         );
-        assert_eq!(yarn(&app, &id).await["state"], "RUNNING");
+        assert_eq!(app_view(&app, &id).await["state"], "RUNNING");
         // Id 0 goes to another job, with another application.
-        let (_, other) = call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever?start=60"}"#,
-        )
-        .await;
+        let (_, other) = post_batch(&app, r#"{"file":"sim:forever?start=60"}"#).await;
         assert_eq!(other["id"], 0);
         wait_for_app(&app, &id, "FINISHED").await;
-        let done = yarn(&app, &id).await;
+        let done = app_view(&app, &id).await;
         assert_eq!(done["finalStatus"], "SUCCEEDED");
         let stats = stats(&app).await;
         assert_eq!(stats["yarn"][0]["killed_by"], Value::Null);
@@ -359,7 +332,7 @@ mod tests {
             r#"{"file":"sim:success?start=0&run=0"}"#,
         ];
         for body in bodies {
-            call(&app, "POST", "/batches", body).await;
+            post_batch(&app, body).await;
         }
         wait_for_state(&app, 0, "running").await;
         wait_for_state(&app, 2, "dead").await;
@@ -392,7 +365,7 @@ mod tests {
         let uri = format!("/_control/yarn/apps/{}/state", app_id(&app, 1).await);
         call(&app, "POST", &uri, r#"{"state":"RUNNING"}"#).await;
         wait_for_state(&app, 1, "running").await;
-        let (_, batch) = call(&app, "POST", "/batches", r#"{"file":"sim:forever"}"#).await;
+        let (_, batch) = post_batch(&app, r#"{"file":"sim:forever"}"#).await;
         assert_eq!(batch["id"], 4, "ids continue");
         let stats = stats(&app).await;
         assert!(
@@ -407,20 +380,8 @@ mod tests {
     #[tokio::test]
     async fn a_forced_livy_state_moves_the_application_unless_yarn_is_false() {
         let app = server(false);
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:success?start=0&run=0.8"}"#,
-        )
-        .await;
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever?start=0"}"#,
-        )
-        .await;
+        post_batch(&app, r#"{"file":"sim:success?start=0&run=0.8"}"#).await;
+        post_batch(&app, r#"{"file":"sim:forever?start=0"}"#).await;
         wait_for_state(&app, 0, "running").await;
         wait_for_state(&app, 1, "running").await;
         let (a, b) = (app_id(&app, 0).await, app_id(&app, 1).await);
@@ -432,7 +393,7 @@ mod tests {
             (status, body),
             (StatusCode::OK, json!({"id": 0, "state": "dead"}))
         );
-        assert_eq!(yarn(&app, &a).await["state"], "RUNNING");
+        assert_eq!(app_view(&app, &a).await["state"], "RUNNING");
         wait_for_app(&app, &a, "FINISHED").await;
         let (_, state) = call(&app, "GET", "/batches/0/state", "").await;
         assert_eq!(state["state"], "dead");
@@ -447,7 +408,7 @@ mod tests {
             r#"{"state":"success"}"#,
         )
         .await;
-        let done = yarn(&app, &b).await;
+        let done = app_view(&app, &b).await;
         assert_eq!(
             (done["state"].clone(), done["finalStatus"].clone()),
             (json!("FINISHED"), json!("SUCCEEDED"))
@@ -461,7 +422,7 @@ mod tests {
             r#"{"state":"error"}"#,
         )
         .await;
-        assert_eq!(yarn(&app, &b).await["state"], "FAILED");
+        assert_eq!(app_view(&app, &b).await["state"], "FAILED");
         let (_, state) = call(&app, "GET", "/batches/1/state", "").await;
         assert_eq!(state["state"], "error");
         let (status, _) = call(
@@ -477,13 +438,7 @@ mod tests {
     #[tokio::test]
     async fn a_forced_application_state_is_mirrored_and_stops_the_script() {
         let app = server(false);
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:success?start=0&run=0.6"}"#,
-        )
-        .await;
+        post_batch(&app, r#"{"file":"sim:success?start=0&run=0.6"}"#).await;
         wait_for_state(&app, 0, "running").await;
         let id = app_id(&app, 0).await;
         let uri = format!("/_control/yarn/apps/{id}/state");
@@ -500,7 +455,7 @@ mod tests {
         call(&app, "POST", &uri, r#"{"state":"RUNNING"}"#).await;
         wait_for_state(&app, 0, "running").await;
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let app_now = yarn(&app, &id).await;
+        let app_now = app_view(&app, &id).await;
         assert_eq!(app_now["state"], "RUNNING");
         assert_eq!(app_now["finalStatus"], "UNDEFINED");
         assert_eq!(app_now["finishedTime"], 0);

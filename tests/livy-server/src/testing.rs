@@ -78,6 +78,19 @@ pub async fn wait_for_app(app: &Router, id: &str, want: &str) {
     panic!("application {id} never reached {want}: {last}");
 }
 
+/// `POST /batches` with `body`.
+pub async fn post_batch(app: &Router, body: &str) -> (StatusCode, Value) {
+    call(app, "POST", "/batches", body).await
+}
+
+/// The ResourceManager's view of application `id`.
+pub async fn app_view(app: &Router, id: &str) -> Value {
+    call(app, "GET", &format!("/ws/v1/cluster/apps/{id}"), "")
+        .await
+        .1["app"]
+        .clone()
+}
+
 /// The YARN application id of the `n`th application submitted.
 pub async fn app_id(app: &Router, n: usize) -> String {
     let stats = stats(app).await;

@@ -482,7 +482,7 @@ async fn kill_app(State(app): Shared, Path(id): Path<String>, body: Bytes) -> Rm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{call, server, wait_for_app, wait_for_state};
+    use crate::testing::{app_id, call, post_batch, server, wait_for_app, wait_for_state};
 
     #[test]
     fn states_and_tags_parse_like_yarn() {
@@ -510,8 +510,8 @@ mod tests {
         let a = r#"{"file":"sim:forever?start=0","name":"a","queue":"etl",
                     "conf":{"spark.yarn.tags":"Task-A,Shared"}}"#;
         let b = r#"{"file":"sim:forever?start=60","conf":{"spark.yarn.tags":"task-b,SHARED"}}"#;
-        call(&app, "POST", "/batches", a).await;
-        call(&app, "POST", "/batches", b).await;
+        post_batch(&app, a).await;
+        post_batch(&app, b).await;
         wait_for_state(&app, 0, "running").await;
 
         let (status, all) = call(&app, "GET", "/ws/v1/cluster/apps", "").await;
@@ -585,19 +585,9 @@ mod tests {
     #[tokio::test]
     async fn a_put_kill_is_accepted_then_lands_and_the_batch_mirrors_it() {
         let app = server(false);
-        call(
-            &app,
-            "POST",
-            "/batches",
-            r#"{"file":"sim:forever?start=0"}"#,
-        )
-        .await;
+        post_batch(&app, r#"{"file":"sim:forever?start=0"}"#).await;
         wait_for_state(&app, 0, "running").await;
-        let (_, stats) = call(&app, "GET", "/_control/stats", "").await;
-        let id = stats["yarn"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let id = app_id(&app, 0).await;
         let uri = format!("/ws/v1/cluster/apps/{id}/state");
 
         for bad in [
