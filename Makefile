@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit component deploy e2e demo release clean
+.PHONY: all deps build test lint unit component deploy e2e demo release release-check clean
 
 all: build
 
@@ -33,21 +33,34 @@ e2e: deps
 	$(CARGO) build -p livy-server
 	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
-test: deps lint unit component deploy e2e
+test: deps lint unit component deploy e2e release-check
 
 demo: deps
 	$(CARGO) build --bins --workspace
 	tests/rig/with-localstack.sh tests/rig/demo.sh
 
-# What the bootstrap action downloads: upload target/dist/* to s3://BUCKET/spark-activity-worker/VERSION/.
+# What the bootstrap action downloads: upload target/dist/ to s3://BUCKET/spark-activity-worker/VERSION/.
+# One binary per architecture, linked against glibc 2.26's symbols (Amazon Linux 2 and 2023).
+RELEASE_TARGETS := x86_64 aarch64
 release:
-	$(CARGO) build --release --bin spark-activity-worker
+	tests/rig/install-release-tools.sh
+	for arch in $(RELEASE_TARGETS); do \
+	  PATH="$(CURDIR)/.cache/zig/bin:$$PATH" $(CARGO) zigbuild --release --bin spark-activity-worker \
+	    --target $$arch-unknown-linux-gnu.2.26 || exit 1; \
+	done
 	rm -rf target/dist && mkdir -p target/dist
-	cp target/release/spark-activity-worker systemd/spark-activity-worker.service \
-	   systemd/spark-activity-worker-systemd219.service bootstrap/install.sh target/dist/
-	cd target/dist && sha256sum spark-activity-worker > spark-activity-worker.sha256
-	@target/dist/spark-activity-worker --version
-	@cat target/dist/spark-activity-worker.sha256
+	for arch in $(RELEASE_TARGETS); do \
+	  cp target/$$arch-unknown-linux-gnu/release/spark-activity-worker target/dist/spark-activity-worker-$$arch; \
+	done
+	cp systemd/spark-activity-worker.service systemd/spark-activity-worker-systemd219.service \
+	   bootstrap/install.sh target/dist/
+	cd target/dist && for f in *; do sha256sum "$$f" > "$$f.sha256"; done
+	@cat target/dist/*.sha256
+
+# The release's binaries: architecture, shared libraries, glibc symbol versions, --version (aarch64
+# under qemu-aarch64-static), checksums.
+release-check: deps release
+	tests/release/check.sh target/dist
 
 clean:
 	$(CARGO) clean

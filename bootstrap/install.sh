@@ -3,7 +3,8 @@
 #
 # EMR runs bootstrap actions on every node, as user hadoop (with sudo), before Spark and Livy are
 # installed. On other nodes this script does nothing. The worker waits for Livy by itself, so
-# nothing here waits for Livy. Running it twice leaves one correct install.
+# nothing here waits for Livy. Running it twice leaves one correct install. A cluster with three
+# primary nodes gets a worker on each (EMR runs Livy on all three); each uses its own Livy.
 #
 # SAW_ROOT (tests only) prefixes every path, so the script can run in a sandbox.
 set -euo pipefail
@@ -13,8 +14,8 @@ name=spark-activity-worker
 
 usage() {
   cat <<USAGE
-Usage: install.sh --binary-uri S3_URI --activity-arn ARN [options]
-       install.sh --upgrade --binary-uri S3_URI [--sha256 HEX] [--unit-uri URI]
+Usage: install.sh --release-uri S3_URI --activity-arn ARN [options]
+       install.sh --upgrade --release-uri S3_URI [--sha256 HEX]
 
 Installs ${name} on the EMR primary node (does nothing on other nodes).
 With --upgrade, replaces the binary and the unit of an existing install, keeps
@@ -22,13 +23,16 @@ With --upgrade, replaces the binary and the unit of an existing install, keeps
 --shutdown-mode says): the new worker resumes every task in flight from the journal.
 
 Required:
-  --binary-uri URI            where the worker binary is (aws s3 cp source), e.g.
-                              s3://my-bucket/spark-activity-worker/0.1.0/spark-activity-worker
+  --release-uri URI           the folder 'make release' wrote, copied to S3, e.g.
+                              s3://my-bucket/spark-activity-worker/0.1.0/ ; from it come the
+                              binary for this node (${name}-x86_64 or -aarch64, by uname -m), the
+                              unit for its systemd (${name}.service for systemd >= 248,
+                              ${name}-systemd219.service for older), and their .sha256 files,
+                              which must match
   --activity-arn ARN          activity to poll (repeatable)
 Options:
-  --sha256 HEX                expected SHA-256 of the binary; install nothing if it differs
-  --unit-uri URI              the systemd unit [default: next to --binary-uri, ${name}.service for
-                              systemd >= 248, ${name}-systemd219.service for older systemd]
+  --sha256 HEX                the binary's SHA-256 as you published it (its .sha256 file); pins
+                              the binary independently of the release folder
   --livy-url URL              Livy server [default: http://localhost:8998]
   --max-concurrent-tasks N    tasks supervised at once [worker default: 32]
   --pollers-per-activity N    long polls per activity [worker default: 2]
@@ -59,7 +63,7 @@ fail_usage() {
   exit 2
 }
 
-binary_uri="" sha256="" unit_uri="" upgrade=""
+release_uri="" sha256="" upgrade=""
 default_file="local:///usr/lib/spark/examples/jars/spark-examples.jar"
 activity_arns=() allowed_hosts=()
 declare -A settings=()
@@ -68,16 +72,15 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --upgrade) upgrade=1; shift; continue ;;
-    --binary-uri|--sha256|--unit-uri|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
+    --release-uri|--sha256|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
     --default-file|--allowed-livy-host|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
     --livy-outage-limit|--livy-retention|--yarn-url|\
     --shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
       if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
       case "$2" in *$'\n'*|*'"'*|*\\*) fail_usage "$1: value must not contain newlines, quotes or backslashes" ;; esac
       case "$1" in
-        --binary-uri) binary_uri=$2 ;;
+        --release-uri) release_uri=${2%/} ;;
         --sha256) sha256=$(printf '%s' "$2" | tr 'A-F' 'a-f') ;;
-        --unit-uri) unit_uri=$2 ;;
         --activity-arn) activity_arns+=("$2") ;;
         --allowed-livy-host) allowed_hosts+=("$2") ;;
         --default-file) default_file=$2 ;;
@@ -88,10 +91,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-[ -n "$binary_uri" ] || fail_usage "--binary-uri is required"
+[ -n "$release_uri" ] || fail_usage "--release-uri is required"
 if [ -n "$upgrade" ]; then
   if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_hosts[@]} -gt 0 ]; then
-    fail_usage "--upgrade keeps the settings of the install; give only --binary-uri, --sha256, --unit-uri"
+    fail_usage "--upgrade keeps the settings of the install; give only --release-uri and --sha256"
   fi
 else
   [ ${#activity_arns[@]} -gt 0 ] || fail_usage "--activity-arn is required"
@@ -110,7 +113,12 @@ if [ "$systemd_version" -ge 248 ]; then
 else
   unit_file="${name}-systemd219.service"
 fi
-[ -n "$unit_uri" ] || unit_uri="${binary_uri%/*}/${unit_file}"
+# One binary per architecture: x86_64, and aarch64 for Graviton instances.
+arch=$(uname -m)
+case "$arch" in
+  x86_64|aarch64) ;;
+  *) echo "${name}: no release binary for this node's architecture '${arch}' (only x86_64 and aarch64); nothing installed" >&2; exit 1 ;;
+esac
 
 # Which node is this? EMR writes instance.json ("isMaster") on every node, and
 # extraInstanceData.json ("instanceRole") as well. When neither can be read, guessing "not the
@@ -150,17 +158,25 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-aws s3 cp --only-show-errors "$binary_uri" "$work/${name}"
-if [ -n "$sha256" ]; then
-  actual=$(sha256sum "$work/${name}" | cut -d' ' -f1)
-  if [ "$actual" != "$sha256" ]; then
-    echo "${name}: checksum mismatch for ${binary_uri}: expected ${sha256}, got ${actual}; nothing installed" >&2
-    exit 1
-  fi
-fi
-chmod 0755 "$work/${name}"
-version=$("$work/${name}" --version) || { echo "${name}: the downloaded binary does not run on this node" >&2; exit 1; }
-aws s3 cp --only-show-errors "$unit_uri" "$work/${name}.service"
+# fetch FILE [EXPECTED_SHA256]: downloads FILE of the release into $work and checks it against
+# the release's FILE.sha256 (and against EXPECTED_SHA256 when given).
+fetch() {
+  local file=$1 pinned=${2:-} published actual
+  aws s3 cp --only-show-errors "${release_uri}/${file}" "$work/${file}"
+  aws s3 cp --only-show-errors "${release_uri}/${file}.sha256" "$work/${file}.sha256"
+  published=$(cut -d' ' -f1 "$work/${file}.sha256" | tr 'A-F' 'a-f')
+  actual=$(sha256sum "$work/${file}" | cut -d' ' -f1)
+  for expected in "$published" ${pinned:+"$pinned"}; do
+    if [ "$actual" != "$expected" ]; then
+      echo "${name}: checksum mismatch for ${release_uri}/${file}: expected ${expected}, got ${actual}; nothing installed" >&2
+      exit 1
+    fi
+  done
+}
+fetch "${name}-${arch}" "$sha256"
+fetch "$unit_file"
+chmod 0755 "$work/${name}-${arch}"
+version=$("$work/${name}-${arch}" --version) || { echo "${name}: the downloaded binary does not run on this node" >&2; exit 1; }
 
 join() { local IFS=,; echo "$*"; }
 [ -n "$upgrade" ] || {
@@ -191,9 +207,9 @@ if [ "$systemd_version" -lt 248 ]; then
   sudo install -d -m 0700 "$root/var/lib/${name}"
   sudo chown "${name}:${name}" "$root/var/lib/${name}"
 fi
-sudo install -D -m 0755 "$work/${name}" "$root/usr/local/bin/${name}"
+sudo install -D -m 0755 "$work/${name}-${arch}" "$root/usr/local/bin/${name}"
 [ -n "$upgrade" ] || sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
-sudo install -D -m 0644 "$work/${name}.service" "$root/etc/systemd/system/${name}.service"
+sudo install -D -m 0644 "$work/${unit_file}" "$root/etc/systemd/system/${name}.service"
 sudo systemctl daemon-reload
 sudo systemctl enable "${name}.service"
 # Stop the running worker detached from its tasks (SIGUSR2), whatever --shutdown-mode says, so the
@@ -206,4 +222,4 @@ if sudo systemctl is-active --quiet "${name}.service"; then
   done
 fi
 sudo systemctl restart "${name}.service"
-echo "${name}: installed ${version} (unit ${unit_file}, systemd ${systemd_version}); logs: journalctl -u ${name}"
+echo "${name}: installed ${version} (${arch}, unit ${unit_file}, systemd ${systemd_version}); logs: journalctl -u ${name}"

@@ -54,7 +54,7 @@ else
 fi
 
 # --- shellcheck ----------------------------------------------------------------------------------
-scripts=("$repo/.ci/run" "$repo"/bootstrap/*.sh "$repo"/tests/rig/*.sh "$repo"/tests/deploy/*.sh)
+scripts=("$repo/.ci/run" "$repo"/bootstrap/*.sh "$repo"/tests/rig/*.sh "$repo"/tests/deploy/*.sh "$repo"/tests/release/*.sh)
 if out=$(shellcheck "${scripts[@]}" 2>&1); then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck" "$out"; fi
 
 # --- bootstrap action in a sandbox root -------------------------------------------------------
@@ -81,6 +81,11 @@ case "$1" in
   kill) touch "$SAW_ROOT/killed" ;;
 esac
 STUB
+cat > "$stubs/uname" <<'STUB'
+#!/usr/bin/env bash
+[ "$1" = -m ] && { echo "${FAKE_ARCH:-x86_64}"; exit 0; }
+exec /usr/bin/uname "$@"
+STUB
 cat > "$stubs/getent" <<'STUB'
 #!/usr/bin/env bash
 exit 2
@@ -95,10 +100,19 @@ echo "chown $*" >> "$SAW_ROOT/accounts.log"
 STUB
 chmod +x "$stubs"/*
 export FAKE_S3="$scratch/s3"
-mkdir -p "$FAKE_S3/bucket/release"
-cp "$binary" "$FAKE_S3/bucket/release/spark-activity-worker"
-cp "$unit" "$FAKE_S3/bucket/release/spark-activity-worker.service"
-cp "$unit219" "$FAKE_S3/bucket/release/spark-activity-worker-systemd219.service"
+# publish DIR X86_64_BINARY AARCH64_BINARY: a release folder as `make release` lays it out.
+publish() {
+  local d="$FAKE_S3/bucket/$1"
+  mkdir -p "$d"
+  cp "$2" "$d/spark-activity-worker-x86_64"
+  cp "$3" "$d/spark-activity-worker-aarch64"
+  cp "$unit" "$unit219" "$repo/bootstrap/install.sh" "$d/"
+  (cd "$d" && for f in *; do [[ "$f" == *.sha256 ]] || sha256sum "$f" > "$f.sha256"; done)
+}
+# The aarch64 binary cannot run here; a stand-in that prints its version takes its place.
+arm_stub="$scratch/arm-stub"
+printf '#!/bin/sh\necho "spark-activity-worker 0.1.0 (aarch64 stand-in)"\n' > "$arm_stub"
+publish release "$binary" "$arm_stub"
 good_sha=$(sha256sum "$binary" | cut -d' ' -f1)
 arn=arn:aws:states:us-east-1:123456789012:activity:etl.spark-job
 
@@ -116,7 +130,7 @@ tree_of() { (cd "$1" && find . -type f ! -name systemctl.log ! -name accounts.lo
 
 r=$(sandbox core false)
 before=$(tree_of "$r")
-if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1) \
+if out=$(install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" 2>&1) \
    && [ "$(tree_of "$r")" = "$before" ] && [ ! -e "$r/systemctl.log" ]; then
   pass "bootstrap: a non-primary node is left unchanged"
 else
@@ -124,7 +138,7 @@ else
 fi
 
 r=$(sandbox primary true)
-args=(--binary-uri s3://bucket/release/spark-activity-worker --sha256 "$good_sha" --activity-arn "$arn"
+args=(--release-uri s3://bucket/release/ --sha256 "$good_sha" --activity-arn "$arn"
       --activity-arn "${arn}2" --livy-url http://localhost:8998 --max-concurrent-tasks 16 --allowed-livy-host livy.internal)
 if out=$(install_in "$r" "${args[@]}" 2>&1); then
   expected_env="# Written by bootstrap/install.sh; every flag of 'spark-activity-worker run' has a variable here.
@@ -156,7 +170,7 @@ else
 fi
 
 r=$(sandbox al2 true)
-if out=$(FAKE_SYSTEMD_VERSION=219 install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1); then
+if out=$(FAKE_SYSTEMD_VERSION=219 install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" 2>&1); then
   problems=()
   cmp -s "$unit219" "$r/etc/systemd/system/spark-activity-worker.service" || problems+=("not the systemd-219 unit")
   [ "$(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)" = 700 ] || problems+=("state dir: $(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)")
@@ -169,15 +183,15 @@ fi
 
 # --upgrade: a running worker, a new release; the settings stay, the worker is detached, not killed.
 r=$(sandbox upgrade true)
-mkdir -p "$FAKE_S3/bucket/v2"
-printf '#!/bin/sh\necho "spark-activity-worker 0.2.0 (stub)"\n' > "$FAKE_S3/bucket/v2/spark-activity-worker"
-cp "$unit" "$unit219" "$FAKE_S3/bucket/v2/"
-install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" --max-concurrent-tasks 7 >/dev/null 2>&1
+v2="$scratch/v2-stub"
+printf '#!/bin/sh\necho "spark-activity-worker 0.2.0 (stub)"\n' > "$v2"
+publish v2 "$v2" "$v2"
+install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" --max-concurrent-tasks 7 >/dev/null 2>&1
 env_before=$(cat "$r/etc/spark-activity-worker/env")
 rm -f "$r/systemctl.log"
-if out=$(FAKE_ACTIVE=1 install_in "$r" --upgrade --binary-uri s3://bucket/v2/spark-activity-worker 2>&1); then
+if out=$(FAKE_ACTIVE=1 install_in "$r" --upgrade --release-uri s3://bucket/v2 2>&1); then
   problems=()
-  cmp -s "$FAKE_S3/bucket/v2/spark-activity-worker" "$r/usr/local/bin/spark-activity-worker" || problems+=("binary not replaced")
+  cmp -s "$v2" "$r/usr/local/bin/spark-activity-worker" || problems+=("binary not replaced")
   [ "$(cat "$r/etc/spark-activity-worker/env")" = "$env_before" ] || problems+=("env file changed")
   [ "$(cat "$r/systemctl.log")" = "daemon-reload
 enable spark-activity-worker.service
@@ -190,7 +204,7 @@ else
   fail "bootstrap: --upgrade replaces the binary, keeps the settings and detaches the running worker" "$out"
 fi
 r=$(sandbox upgrade-nothing true)
-out=$(install_in "$r" --upgrade --binary-uri s3://bucket/v2/spark-activity-worker 2>&1); rc=$?
+out=$(install_in "$r" --upgrade --release-uri s3://bucket/v2 2>&1); rc=$?
 if [ $rc -ne 0 ] && [[ "$out" == *"--upgrade needs an existing install"* ]] && [ ! -e "$r/usr" ]; then
   pass "bootstrap: --upgrade without an install changes nothing"
 else
@@ -200,7 +214,7 @@ fi
 r=$(sandbox role-only true)
 rm "$r/mnt/var/lib/info/instance.json"
 printf '{"instanceRole":"MASTER","clusterId":"j-1"}\n' > "$r/mnt/var/lib/info/extraInstanceData.json"
-if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1) \
+if out=$(install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" 2>&1) \
    && [ -x "$r/usr/local/bin/spark-activity-worker" ]; then
   pass "bootstrap: without instance.json, extraInstanceData.json's instanceRole finds the primary"
 else
@@ -210,7 +224,7 @@ fi
 r=$(sandbox unknown true)
 rm "$r/mnt/var/lib/info/instance.json"
 before=$(tree_of "$r")
-out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --activity-arn "$arn" 2>&1); rc=$?
+out=$(install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" 2>&1); rc=$?
 if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == *"cannot tell whether this is the primary node"* ]] \
    && [ "$(tree_of "$r")" = "$before" ]; then
   pass "bootstrap: an unreadable node role fails loudly with one line and installs nothing"
@@ -221,7 +235,7 @@ fi
 r=$(sandbox badsum true)
 bad_sha=$(printf '0%.0s' {1..64})
 before=$(tree_of "$r")
-if out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker --sha256 "$bad_sha" --activity-arn "$arn" 2>&1); then
+if out=$(install_in "$r" --release-uri s3://bucket/release/ --sha256 "$bad_sha" --activity-arn "$arn" 2>&1); then
   fail "bootstrap: a bad checksum installs nothing" "exit 0: $out"
 elif [ "$(tree_of "$r")" = "$before" ] && [ ! -e "$r/systemctl.log" ] && [[ "$out" == *"checksum mismatch"* ]]; then
   pass "bootstrap: a bad checksum installs nothing"
@@ -229,8 +243,41 @@ else
   fail "bootstrap: a bad checksum installs nothing" "$out"
 fi
 
+r=$(sandbox graviton true)
+if out=$(FAKE_ARCH=aarch64 install_in "$r" --release-uri s3://bucket/release --activity-arn "$arn" 2>&1) \
+   && cmp -s "$arm_stub" "$r/usr/local/bin/spark-activity-worker"; then
+  pass "bootstrap: an aarch64 (Graviton) node gets the aarch64 binary"
+else
+  fail "bootstrap: an aarch64 (Graviton) node gets the aarch64 binary" "$out"
+fi
+
+r=$(sandbox ppc true)
+before=$(tree_of "$r")
+out=$(FAKE_ARCH=ppc64le install_in "$r" --release-uri s3://bucket/release --activity-arn "$arn" 2>&1); rc=$?
+if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == *"no release binary for this node's architecture 'ppc64le'"* ]] \
+   && [ "$(tree_of "$r")" = "$before" ]; then
+  pass "bootstrap: an architecture without a binary fails loudly and installs nothing"
+else
+  fail "bootstrap: an architecture without a binary fails loudly and installs nothing" "rc=$rc" "$out"
+fi
+
+# A release folder whose files no longer match their .sha256 (a truncated upload, a tampered unit).
+for corrupt in spark-activity-worker-x86_64 spark-activity-worker.service; do
+  publish "corrupt-$corrupt" "$binary" "$arm_stub"
+  printf '\n# appended\n' >> "$FAKE_S3/bucket/corrupt-$corrupt/$corrupt"
+  r=$(sandbox "corrupt-$corrupt" true)
+  before=$(tree_of "$r")
+  out=$(install_in "$r" --release-uri "s3://bucket/corrupt-$corrupt" --activity-arn "$arn" 2>&1); rc=$?
+  if [ $rc -ne 0 ] && [[ "$out" == *"checksum mismatch for s3://bucket/corrupt-$corrupt/$corrupt"* ]] \
+     && [ "$(tree_of "$r")" = "$before" ] && [ ! -e "$r/systemctl.log" ]; then
+    pass "bootstrap: $corrupt not matching its .sha256 installs nothing"
+  else
+    fail "bootstrap: $corrupt not matching its .sha256 installs nothing" "rc=$rc" "$out"
+  fi
+done
+
 r=$(sandbox missing true)
-out=$(install_in "$r" --binary-uri s3://bucket/release/spark-activity-worker 2>&1); rc=$?
+out=$(install_in "$r" --release-uri s3://bucket/release/ 2>&1); rc=$?
 if [ $rc -ne 0 ] && [[ "$out" == *"--activity-arn is required"* ]] && [[ "$out" == *"--help"* ]] && [ ! -e "$r/usr" ]; then
   pass "bootstrap: a missing argument gives usage and a non-zero exit"
 else

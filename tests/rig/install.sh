@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the test rig into .cache/ (git-ignored): LocalStack (Step Functions), pyspark (real
-# spark-submit) and cfn-lint, each in its own venv; plus shellcheck and systemd-analyze from
-# Debian. Idempotent: a finished install leaves a stamp and is not redone.
+# spark-submit) and cfn-lint, each in its own venv; plus, from Debian, shellcheck and
+# systemd-analyze (deployment checks), file, readelf and qemu-aarch64-static with an aarch64 glibc
+# (release check), debootstrap and systemd-nspawn (the service under real systemd). Idempotent: a finished install leaves a stamp and is not redone.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache"
@@ -14,10 +15,15 @@ localstack_pins=("localstack-core[runtime]==4.9.2" "cbor2<5.7" "pyopenssl<24.3" 
 pyspark_pins=("pyspark==3.5.*")
 cfn_lint_pins=("cfn-lint==1.*")
 
-# Debian packages for the deployment checks: shellcheck, and systemd-analyze (systemd).
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v file >/dev/null || missing+=(file)
+command -v readelf >/dev/null || missing+=(binutils)
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing+=(libc6-arm64-cross)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install these Debian packages first (as root): ${missing[*]}" >&2
