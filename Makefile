@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit component deploy e2e demo release release-check clean
+.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd clean
 
 all: build
 
@@ -33,7 +33,7 @@ e2e: deps
 	$(CARGO) build -p livy-server
 	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
-test: deps lint unit component deploy e2e release-check
+test: deps lint unit component deploy e2e release-check systemd
 
 demo: deps
 	$(CARGO) build --bins --workspace
@@ -61,6 +61,13 @@ release:
 # under qemu-aarch64-static), checksums.
 release-check: deps release
 	tests/release/check.sh target/dist
+
+# The release under real systemd: systemd 252 booted as PID 1 in a container (systemd-nspawn;
+# needs root), installed by bootstrap/install.sh, against LocalStack and the Livy server.
+systemd: deps release
+	tests/systemd/root.sh
+	$(CARGO) build -p livy-server
+	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test systemd -- --nocapture
 
 clean:
 	$(CARGO) clean

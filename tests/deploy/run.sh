@@ -54,7 +54,7 @@ else
 fi
 
 # --- shellcheck ----------------------------------------------------------------------------------
-scripts=("$repo/.ci/run" "$repo"/bootstrap/*.sh "$repo"/tests/rig/*.sh "$repo"/tests/deploy/*.sh "$repo"/tests/release/*.sh)
+scripts=("$repo/.ci/run" "$repo"/bootstrap/*.sh "$repo"/tests/rig/*.sh "$repo"/tests/deploy/*.sh "$repo"/tests/release/*.sh "$repo"/tests/systemd/*.sh)
 if out=$(shellcheck "${scripts[@]}" 2>&1); then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck" "$out"; fi
 
 # --- bootstrap action in a sandbox root -------------------------------------------------------

@@ -1,0 +1,368 @@
+//! The release under real systemd: systemd 252 (Amazon Linux 2023's major version) booted as PID 1
+//! in a container, the release installed into it by bootstrap/install.sh with the hardened unit,
+//! then what the unit promises, tried one step at a time against LocalStack Step Functions and the
+//! project's Livy server on the host. Needs root (systemd-nspawn); `make systemd` builds the release
+//! and the container root first.
+
+#[allow(dead_code)]
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+mod container;
+
+use std::time::Duration;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::{Value, json};
+
+use container::Container;
+use harness::{Livy, Sfn, pi_py, running};
+
+const UNIT: &str = "spark-activity-worker.service";
+
+/// The AWS CLI as install.sh uses it: `aws s3 cp [--only-show-errors] s3://BUCKET/PREFIX/FILE DEST`
+/// copies FILE from the release folder mounted at /release.
+const AWS_STAND_IN: &str = r#"#!/bin/sh
+[ "$1 $2" = "s3 cp" ] || { echo "aws stand-in: unexpected $*" >&2; exit 1; }
+shift 2
+[ "$1" = --only-show-errors ] && shift
+exec cp "/release/${1##*/}" "$2"
+"#;
+
+fn step(n: u32, text: &str) {
+    println!("systemd step {n}: {text}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// `2026-11-25T18:33:54.328379Z` (the worker's log) or `Wed 2026-11-25 18:33:54.330123 UTC`
+/// (systemctl --timestamp=us+utc) as `2026-11-25 18:33:54.328379`, which sorts in time order.
+fn instant(text: &str) -> String {
+    let date = text
+        .split([' ', 'T'])
+        .find(|w| w.len() == 10 && w.as_bytes()[4] == b'-')
+        .expect("a date");
+    let time = text
+        .split([' ', 'T', 'Z'])
+        .find(|w| w.len() == 15 && w.as_bytes()[2] == b':')
+        .expect("a time with microseconds");
+    format!("{date} {time}")
+}
+
+struct Node<'a> {
+    ct: &'a Container,
+}
+
+impl Node<'_> {
+    fn show(&self, property: &str) -> String {
+        self.ct.show(UNIT, property)
+    }
+
+    fn restarts(&self) -> u32 {
+        self.show("NRestarts").parse().expect("NRestarts")
+    }
+
+    /// Waits until systemd has restarted the worker after `restarts` and it is active again.
+    async fn restarted_after(&self, restarts: u32, old_pid: &str, within: Duration) {
+        self.ct
+            .until("systemd restarts the worker", within, |c| {
+                c.show(UNIT, "NRestarts").parse::<u32>().unwrap_or(0) > restarts
+                    && c.show(UNIT, "ActiveState") == "active"
+                    && c.show(UNIT, "MainPID") != old_pid
+            })
+            .await;
+    }
+
+    /// Starts an execution of a 12 s application, waits until its batch runs, sends the worker a
+    /// signal (`systemctl kill ARGS`), waits until systemd has restarted it, and checks that the
+    /// task completes with the one batch it had. Returns the pid that got the signal.
+    async fn signal_mid_task(
+        &self,
+        sfn: &Sfn,
+        sm: &str,
+        livy: &Livy,
+        name: &str,
+        kill_args: &str,
+    ) -> String {
+        let before = posts(&livy.stats().await);
+        let (restarts, pid) = (self.restarts(), self.show("MainPID"));
+        let ex = sfn
+            .start(sm, &json!({"File": "sim:success?run=12", "Name": name}))
+            .await;
+        livy.until("the batch runs", Duration::from_secs(120), |s| {
+            running(s) == 1
+        })
+        .await;
+        self.ct.run(&format!("systemctl kill {kill_args} {UNIT}"));
+        self.restarted_after(restarts, &pid, Duration::from_secs(60))
+            .await;
+        let o = sfn.finish(&ex, Duration::from_secs(120)).await;
+        assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
+        assert_eq!(
+            posts(&livy.stats().await),
+            before + 1,
+            "the resumed task was not submitted again"
+        );
+        pid
+    }
+}
+
+fn posts(stats: &Value) -> u64 {
+    stats["posts"].as_u64().expect("posts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
+    assert!(
+        is_root(),
+        "the systemd stage boots a container with systemd-nspawn and needs root (CI runs as root)"
+    );
+    let repo = harness::root();
+    let image = repo.join(".cache/systemd-root");
+    assert!(
+        image.join("usr/lib/systemd/systemd").exists(),
+        "no container root: run tests/systemd/root.sh (make systemd does)"
+    );
+    let dist = repo.join("target/dist");
+    assert!(
+        dist.join("spark-activity-worker-x86_64.sha256").exists(),
+        "no release in target/dist: run make release (make systemd does)"
+    );
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("LocalStack: run through tests/rig/with-localstack.sh (make systemd does)");
+
+    let dir = harness::scratch("systemd");
+    let sfn = Sfn::new().await;
+    let livy = Livy::start(&dir, &[]).await;
+    let activity = sfn.activity("systemd").await;
+    let ct = Container::boot(&image, &[(&dist, "/release")], &dir.join("console.log"));
+    let node = Node { ct: &ct };
+    step(
+        1,
+        &format!(
+            "booted {} as PID 1 in a container (systemd-nspawn)",
+            ct.run("systemctl --version | head -n 1").trim()
+        ),
+    );
+
+    // EMR's view of the node, the `aws` stand-in, and where the worker finds Step Functions
+    // (LocalStack on the host). The watchdog is shortened for step 6.
+    ct.run("echo \"127.0.1.1 $(hostname)\" >> /etc/hosts");
+    ct.write(
+        "/mnt/var/lib/info/instance.json",
+        r#"{"isMaster": true}"#,
+        "0644",
+    );
+    ct.write("/usr/local/bin/aws", AWS_STAND_IN, "0755");
+    ct.write(
+        "/etc/systemd/system/spark-activity-worker.service.d/test.conf",
+        &format!(
+            "[Service]\nEnvironment=AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\nWatchdogSec=8s\n"
+        ),
+        "0644",
+    );
+    let installed = ct.run(&format!(
+        "bash /release/install.sh --release-uri s3://releases/spark-activity-worker/0.1.0/ \
+         --activity-arn {activity} --livy-url {livy} --yarn-url {livy} --sync-interval 2s --heartbeat-interval 3s \
+         --region us-east-1 2>&1",
+        livy = livy.url
+    ));
+    step(2, &format!("install.sh: {}", installed.trim()));
+    let hardened =
+        std::fs::read_to_string(repo.join("systemd/spark-activity-worker.service")).expect("unit");
+    assert_eq!(
+        ct.run("cat /etc/systemd/system/spark-activity-worker.service"),
+        hardened,
+        "systemd 252 gets the hardened unit"
+    );
+    assert_eq!(
+        ct.run("sha256sum /usr/local/bin/spark-activity-worker | cut -d' ' -f1")
+            .trim(),
+        std::fs::read_to_string(dist.join("spark-activity-worker-x86_64.sha256"))
+            .expect("sha256")
+            .split_whitespace()
+            .next()
+            .expect("hash"),
+        "the x86_64 release binary is installed"
+    );
+
+    // Active only after READY=1: the worker logs "worker started" just before it notifies, so a
+    // unit that became active without waiting for READY would be active before that line.
+    ct.until("the service is active", Duration::from_secs(30), |c| {
+        c.show(UNIT, "ActiveState") == "active"
+    })
+    .await;
+    assert_eq!(node.show("Type"), "notify");
+    assert_eq!(node.show("StatusText"), "polling 1 activities");
+    let journal = ct.journal(UNIT);
+    assert!(
+        !journal.contains('\x1b'),
+        "no terminal escape codes in the journal:\n{journal}"
+    );
+    let started_line = journal
+        .lines()
+        .find(|l| l.contains("worker started"))
+        .expect("the worker logged its start");
+    let started = instant(started_line);
+    let exec = instant(&ct.run(&format!(
+        "systemctl show --timestamp=us+utc --value --property=ExecMainStartTimestamp {UNIT}"
+    )));
+    let active = instant(&ct.run(&format!(
+        "systemctl show --timestamp=us+utc --value --property=ActiveEnterTimestamp {UNIT}"
+    )));
+    assert!(
+        exec <= started && started <= active,
+        "process started {exec}, worker ready {started}, unit active {active}"
+    );
+    step(
+        3,
+        &format!(
+            "active only after READY=1: process started {exec}, worker logged its start {started}, \
+             unit active {active}; status \"{}\"",
+            node.show("StatusText")
+        ),
+    );
+
+    // One execution through LocalStack and the Livy server's real spark-submit. LocalStack keeps
+    // the polls of a killed worker open until they time out (60 s) and hands new tasks to them
+    // first; such a delivery reached no worker, so the machine retries it after its 15 s heartbeat
+    // timeout, once for each of the killed worker's two polls and once more.
+    let sm = sfn
+        .state_machine(&json!({
+            "StartAt": "Spark",
+            "States": {"Spark": {"Type": "Task", "Resource": activity,
+                "HeartbeatSeconds": 15, "TimeoutSeconds": 900,
+                "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"],
+                           "IntervalSeconds": 1, "MaxAttempts": 3}],
+                "End": true}}
+        }))
+        .await;
+    let ex = sfn
+        .start(&sm, &json!({"File": pi_py(), "Args": ["2"], "Name": "pi"}))
+        .await;
+    let o = sfn.finish(&ex, Duration::from_secs(300)).await;
+    assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
+    let out = o.output.expect("output");
+    assert_eq!(out["state"], "success", "{out}");
+    step(
+        4,
+        &format!(
+            "SparkPi ran through spark-submit and the execution succeeded: batch {}, {}s",
+            out["batchId"], out["durationSeconds"]
+        ),
+    );
+
+    // SIGKILL mid-task: systemd restarts the worker, which resumes the task from its journal.
+    let pid = node
+        .signal_mid_task(&sfn, &sm, &livy, "killed", "--signal=SIGKILL")
+        .await;
+    assert!(ct.journal(UNIT).contains("status=9/KILL"));
+    step(
+        5,
+        &format!(
+            "systemctl kill -s KILL: pid {pid} killed, systemd restarted it as pid {} (NRestarts {}), \
+             the task in flight completed from the journal with its one batch",
+            node.show("MainPID"),
+            node.restarts()
+        ),
+    );
+
+    // SIGSTOP: the watchdog pings stop, systemd aborts and restarts the worker.
+    let pid = node
+        .signal_mid_task(
+            &sfn,
+            &sm,
+            &livy,
+            "stopped",
+            "--signal=SIGSTOP --kill-who=main",
+        )
+        .await;
+    assert!(
+        ct.journal(UNIT).contains("Watchdog timeout"),
+        "{}",
+        ct.journal(UNIT)
+    );
+    step(
+        6,
+        &format!(
+            "SIGSTOP: systemd logged \"Watchdog timeout\" after WatchdogSec=8s, restarted pid {pid} as {}, \
+             the task in flight completed with its one batch",
+            node.show("MainPID")
+        ),
+    );
+
+    // systemctl stop detaches: the batch keeps running, the task stays open, the next start
+    // resumes it. The application runs until the test ends it (the stop may take up to a minute,
+    // until the worker's open polls return).
+    let before = posts(&livy.stats().await);
+    let ex = sfn
+        .start(
+            &sm,
+            &json!({"File": "sim:success?run=600", "Name": "detached"}),
+        )
+        .await;
+    livy.until("the batch runs", Duration::from_secs(120), |s| {
+        running(s) == 1
+    })
+    .await;
+    ct.run(&format!("systemctl stop {UNIT}"));
+    assert_eq!(node.show("ActiveState"), "inactive");
+    assert_eq!(node.show("Result"), "success", "a clean exit");
+    let stats = livy.stats().await;
+    let batch = harness::batches(&stats)
+        .into_iter()
+        .find(|b| b["name"].as_str().is_some_and(|n| n.contains("detached")))
+        .expect("the detached batch");
+    assert!(
+        batch["deleted"] == false && batch["state"] != "killed" && stats["yarn_kills"] == 0,
+        "the stopped worker left its batch alone: {batch}"
+    );
+    assert_eq!(
+        sfn.describe(&ex).await.status,
+        ExecutionStatus::Running,
+        "the task is still open"
+    );
+    ct.run(&format!("systemctl start {UNIT}"));
+    ct.until("the service is active", Duration::from_secs(30), |c| {
+        c.show(UNIT, "ActiveState") == "active"
+    })
+    .await;
+    livy.control(
+        &format!("batches/{}/state", batch["id"]),
+        json!({"state": "success", "yarn": true}),
+    )
+    .await;
+    let o = sfn.finish(&ex, Duration::from_secs(60)).await;
+    assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
+    assert_eq!(posts(&livy.stats().await), before + 1);
+    step(
+        7,
+        "systemctl stop: inactive with Result=success, the batch left running and the task open; \
+         the application then finished and the restarted worker reported it, with its one batch",
+    );
+
+    // The sandbox and the system call filter allowed everything above.
+    let journal = ct.journal(UNIT);
+    for denied in [
+        "Operation not permitted",
+        "Permission denied",
+        "Read-only file system",
+        "status=31/SYS",
+    ] {
+        assert!(!journal.contains(denied), "{denied}:\n{journal}");
+    }
+    let exposure = ct.run(&format!("systemd-analyze security {UNIT} | tail -n 1"));
+    step(
+        8,
+        &format!(
+            "no denial in the unit's journal (seccomp, read-only system, dynamic user); {}",
+            exposure.trim()
+        ),
+    );
+    drop(ct);
+}
