@@ -146,10 +146,12 @@ impl Container {
 }
 
 impl Drop for Container {
-    /// SIGTERM makes systemd-nspawn shut the container down; SIGKILL if it takes longer than 20 s.
+    /// Killing the container's PID 1 ends every process in it at once; systemd-nspawn then exits
+    /// and removes the overlay. (A clean shutdown would wait for the worker's open poll.)
     fn drop(&mut self) {
-        let pid = self.nspawn.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.leader.to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.nspawn.try_wait() {

@@ -10,7 +10,8 @@ mod harness;
 
 mod container;
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
@@ -29,8 +30,12 @@ shift 2
 exec cp "/release/${1##*/}" "$2"
 "#;
 
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Prints what a step proved, with the seconds since the test began.
 fn step(n: u32, text: &str) {
-    println!("systemd step {n}: {text}");
+    let at = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    println!("systemd step {n} ({at:>3} s): {text}");
 }
 
 fn is_root() -> bool {
@@ -112,6 +117,63 @@ impl Node<'_> {
     }
 }
 
+impl Node<'_> {
+    /// Starts an execution of an application that runs until the test ends it, and waits until
+    /// its batch runs. Returns the execution and the batch.
+    async fn long_task(&self, sfn: &Sfn, sm: &str, livy: &Livy, name: &str) -> (String, Value) {
+        let ex = sfn
+            .start(sm, &json!({"File": "sim:success?run=600", "Name": name}))
+            .await;
+        let stats = livy
+            .until("the batch runs", Duration::from_secs(120), |s| {
+                running(s) == 1
+            })
+            .await;
+        let batch = harness::batches(&stats)
+            .into_iter()
+            .find(|b| b["state"] == "running")
+            .expect("the running batch");
+        (ex, batch)
+    }
+
+    /// The worker that stopped left the batch running and the task open.
+    async fn left_alone(&self, sfn: &Sfn, livy: &Livy, ex: &str, batch: &Value) {
+        let stats = livy.stats().await;
+        let now = harness::batches(&stats)
+            .into_iter()
+            .find(|b| b["id"] == batch["id"])
+            .expect("the batch");
+        assert!(
+            now["deleted"] == false && now["state"] == "running" && stats["yarn_kills"] == 0,
+            "the stopped worker left its batch alone: {now}"
+        );
+        assert_eq!(
+            sfn.describe(ex).await.status,
+            ExecutionStatus::Running,
+            "the task is still open"
+        );
+    }
+
+    /// Ends the application; the worker now running reports it, and nothing was submitted twice.
+    async fn end_long_task(
+        &self,
+        sfn: &Sfn,
+        livy: &Livy,
+        ex: &str,
+        batch: &Value,
+        posts_before: u64,
+    ) {
+        livy.control(
+            &format!("batches/{}/state", batch["id"]),
+            json!({"state": "success", "yarn": true}),
+        )
+        .await;
+        let o = sfn.finish(ex, Duration::from_secs(60)).await;
+        assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
+        assert_eq!(posts(&livy.stats().await), posts_before + 1);
+    }
+}
+
 fn posts(stats: &Value) -> u64 {
     stats["posts"].as_u64().expect("posts")
 }
@@ -122,6 +184,7 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
         is_root(),
         "the systemd stage boots a container with systemd-nspawn and needs root (CI runs as root)"
     );
+    STARTED.get_or_init(Instant::now);
     let repo = harness::root();
     let image = repo.join(".cache/systemd-root");
     assert!(
@@ -151,7 +214,10 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     );
 
     // EMR's view of the node, the `aws` stand-in, and where the worker finds Step Functions
-    // (LocalStack on the host). The watchdog is shortened for step 6.
+    // (LocalStack on the host). The watchdog is shortened for step 8, and the restart delay so
+    // that a stopped worker is back before its tasks' heartbeat timeout. One task at a time: a
+    // worker with no free slot has no poll open, so stopping it mid-task does not wait for a
+    // 60 s long poll to return, and a killed one leaves no poll behind in LocalStack.
     ct.run("echo \"127.0.1.1 $(hostname)\" >> /etc/hosts");
     ct.write(
         "/mnt/var/lib/info/instance.json",
@@ -162,14 +228,14 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     ct.write(
         "/etc/systemd/system/spark-activity-worker.service.d/test.conf",
         &format!(
-            "[Service]\nEnvironment=AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\nWatchdogSec=8s\n"
+            "[Service]\nEnvironment=AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\nWatchdogSec=8s\nRestartSec=1s\n"
         ),
         "0644",
     );
     let installed = ct.run(&format!(
         "bash /release/install.sh --release-uri s3://releases/spark-activity-worker/0.1.0/ \
          --activity-arn {activity} --livy-url {livy} --yarn-url {livy} --sync-interval 2s --heartbeat-interval 3s \
-         --region us-east-1 2>&1",
+         --pollers-per-activity 1 --max-concurrent-tasks 1 --region us-east-1 2>&1",
         livy = livy.url
     ));
     step(2, &format!("install.sh: {}", installed.trim()));
@@ -229,14 +295,14 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     );
 
     // One execution through LocalStack and the Livy server's real spark-submit. LocalStack keeps
-    // the polls of a killed worker open until they time out (60 s) and hands new tasks to them
-    // first; such a delivery reached no worker, so the machine retries it after its 15 s heartbeat
-    // timeout, once for each of the killed worker's two polls and once more.
+    // the poll of a killed worker open until it times out (60 s) and can hand a new task to it;
+    // such a delivery reached no worker, so the machine retries it after its 20 s heartbeat
+    // timeout (the worker heartbeats every 3 s; a stopped one is back within about 12 s).
     let sm = sfn
         .state_machine(&json!({
             "StartAt": "Spark",
             "States": {"Spark": {"Type": "Task", "Resource": activity,
-                "HeartbeatSeconds": 15, "TimeoutSeconds": 900,
+                "HeartbeatSeconds": 20, "TimeoutSeconds": 900,
                 "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"],
                            "IntervalSeconds": 1, "MaxAttempts": 3}],
                 "End": true}}
@@ -257,13 +323,64 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
         ),
     );
 
+    // install.sh --upgrade with a task in flight: the worker is stopped with SIGUSR2 (detached
+    // from its tasks), the new one starts with the same settings and resumes the task.
+    let env_file = ct.run("sha256sum /etc/spark-activity-worker/env");
+    let pid = node.show("MainPID");
+    let clean_exits = ct.journal(UNIT).matches("Deactivated successfully").count();
+    let before = posts(&livy.stats().await);
+    let (ex, batch) = node.long_task(&sfn, &sm, &livy, "upgraded").await;
+    let upgraded = ct.run(
+        "bash /release/install.sh --upgrade --release-uri s3://releases/spark-activity-worker/0.1.0/ 2>&1",
+    );
+    assert_eq!(node.show("ActiveState"), "active");
+    assert_ne!(node.show("MainPID"), pid, "a new worker process");
+    assert_eq!(
+        ct.journal(UNIT).matches("Deactivated successfully").count(),
+        clean_exits + 1,
+        "the old worker exited cleanly"
+    );
+    assert_eq!(ct.run("sha256sum /etc/spark-activity-worker/env"), env_file);
+    assert!(ct.journal(UNIT).contains("stopping for an upgrade"));
+    node.left_alone(&sfn, &livy, &ex, &batch).await;
+    node.end_long_task(&sfn, &livy, &ex, &batch, before).await;
+    step(
+        5,
+        &format!(
+            "install.sh --upgrade with a task in flight: pid {pid} stopped for an upgrade (SIGUSR2), pid {} \
+             started with the same env file, the batch left running, the task resumed and reported; {}",
+            node.show("MainPID"),
+            upgraded.lines().last().unwrap_or_default()
+        ),
+    );
+
+    // systemctl stop detaches: the batch keeps running, the task stays open, the next start
+    // resumes it.
+    let before = posts(&livy.stats().await);
+    let (ex, batch) = node.long_task(&sfn, &sm, &livy, "detached").await;
+    ct.run(&format!("systemctl stop {UNIT}"));
+    assert_eq!(node.show("ActiveState"), "inactive");
+    assert_eq!(node.show("Result"), "success", "a clean exit");
+    node.left_alone(&sfn, &livy, &ex, &batch).await;
+    ct.run(&format!("systemctl start {UNIT}"));
+    ct.until("the service is active", Duration::from_secs(30), |c| {
+        c.show(UNIT, "ActiveState") == "active"
+    })
+    .await;
+    node.end_long_task(&sfn, &livy, &ex, &batch, before).await;
+    step(
+        6,
+        "systemctl stop: inactive with Result=success, the batch left running and the task open; \
+         after systemctl start the application finished and the new worker reported it, with its one batch",
+    );
+
     // SIGKILL mid-task: systemd restarts the worker, which resumes the task from its journal.
     let pid = node
         .signal_mid_task(&sfn, &sm, &livy, "killed", "--signal=SIGKILL")
         .await;
     assert!(ct.journal(UNIT).contains("status=9/KILL"));
     step(
-        5,
+        7,
         &format!(
             "systemctl kill -s KILL: pid {pid} killed, systemd restarted it as pid {} (NRestarts {}), \
              the task in flight completed from the journal with its one batch",
@@ -288,62 +405,12 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
         ct.journal(UNIT)
     );
     step(
-        6,
+        8,
         &format!(
             "SIGSTOP: systemd logged \"Watchdog timeout\" after WatchdogSec=8s, restarted pid {pid} as {}, \
              the task in flight completed with its one batch",
             node.show("MainPID")
         ),
-    );
-
-    // systemctl stop detaches: the batch keeps running, the task stays open, the next start
-    // resumes it. The application runs until the test ends it (the stop may take up to a minute,
-    // until the worker's open polls return).
-    let before = posts(&livy.stats().await);
-    let ex = sfn
-        .start(
-            &sm,
-            &json!({"File": "sim:success?run=600", "Name": "detached"}),
-        )
-        .await;
-    livy.until("the batch runs", Duration::from_secs(120), |s| {
-        running(s) == 1
-    })
-    .await;
-    ct.run(&format!("systemctl stop {UNIT}"));
-    assert_eq!(node.show("ActiveState"), "inactive");
-    assert_eq!(node.show("Result"), "success", "a clean exit");
-    let stats = livy.stats().await;
-    let batch = harness::batches(&stats)
-        .into_iter()
-        .find(|b| b["name"].as_str().is_some_and(|n| n.contains("detached")))
-        .expect("the detached batch");
-    assert!(
-        batch["deleted"] == false && batch["state"] != "killed" && stats["yarn_kills"] == 0,
-        "the stopped worker left its batch alone: {batch}"
-    );
-    assert_eq!(
-        sfn.describe(&ex).await.status,
-        ExecutionStatus::Running,
-        "the task is still open"
-    );
-    ct.run(&format!("systemctl start {UNIT}"));
-    ct.until("the service is active", Duration::from_secs(30), |c| {
-        c.show(UNIT, "ActiveState") == "active"
-    })
-    .await;
-    livy.control(
-        &format!("batches/{}/state", batch["id"]),
-        json!({"state": "success", "yarn": true}),
-    )
-    .await;
-    let o = sfn.finish(&ex, Duration::from_secs(60)).await;
-    assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
-    assert_eq!(posts(&livy.stats().await), before + 1);
-    step(
-        7,
-        "systemctl stop: inactive with Result=success, the batch left running and the task open; \
-         the application then finished and the restarted worker reported it, with its one batch",
     );
 
     // The sandbox and the system call filter allowed everything above.
@@ -358,7 +425,7 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     }
     let exposure = ct.run(&format!("systemd-analyze security {UNIT} | tail -n 1"));
     step(
-        8,
+        9,
         &format!(
             "no denial in the unit's journal (seccomp, read-only system, dynamic user); {}",
             exposure.trim()
