@@ -119,7 +119,6 @@ pub async fn run(
             index += 1;
         }
     }
-    let watchdog = tokio::spawn(watchdog::run(liveness, stop_probe.clone()));
     info!(
         activities = args.activity_arns.len(),
         livy = %redacted(&args.livy_url),
@@ -129,6 +128,8 @@ pub async fn run(
         "worker started"
     );
     notify_ready(&format!("polling {} activities", args.activity_arns.len()));
+    // Pings only after READY=1, so systemd (and a test reading the socket) sees READY first.
+    let watchdog = tokio::spawn(watchdog::run(liveness, stop_probe.clone()));
 
     shutdown.cancelled().await;
     notify_stopping();
