@@ -12,6 +12,7 @@ use tracing::info;
 use crate::batch::Timing;
 use crate::config::{self, RunArgs, ShutdownMode};
 use crate::health;
+use crate::http::redacted;
 use crate::journal::Journal;
 use crate::livy::{Livy, LivyClient};
 use crate::poller::Poller;
@@ -178,13 +179,4 @@ pub async fn run(
     let _ = watchdog.await;
     info!("worker stopped");
     Ok(())
-}
-
-/// The Livy URL for logs: credentials in it never reach a log line.
-fn redacted(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    u.to_string()
 }

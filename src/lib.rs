@@ -19,6 +19,7 @@
 //! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
 //! - [`livy`]: Livy batch API client.
+//! - [`http`]: what the Livy and YARN clients share: no redirects, capped bodies, quotable text.
 //! - [`failure`]: the public error names, which are safe to retry, and the `cause` size rules.
 //! - [`retry`]: the one retry policy.
 //! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
@@ -34,6 +35,7 @@ pub mod daemon;
 pub mod failpoint;
 pub mod failure;
 pub mod health;
+pub mod http;
 pub mod input;
 pub mod journal;
 pub mod livy;

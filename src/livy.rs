@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::http::{self, BodyError, error_chain};
+
 /// Long enough for Livy's `/version` and batch reads on a busy master node.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// DELETE waits for the YARN app id up to `livy.server.yarn.app-lookup-timeout` (120 s) before it kills.
@@ -218,9 +220,7 @@ pub struct LivyClient {
 
 impl LivyClient {
     pub fn new(base: Url) -> Result<Self, LivyError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
+        let http = http::client(Duration::from_secs(5))
             .build()
             .map_err(|e| LivyError::Connect(e.to_string()))?;
         Ok(Self { http, base })
@@ -311,7 +311,7 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> 
     if status.is_success() {
         return Ok(resp);
     }
-    let body = resp.text().await.unwrap_or_default();
+    let body = http::error_text(resp).await;
     Err(LivyError::Http {
         status: status.as_u16(),
         msg: error_message(&body),
@@ -319,15 +319,15 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> 
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, LivyError> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| LivyError::NoAnswer(error_chain(&e)))?;
+    let bytes = http::read_capped(resp).await.map_err(|e| match e {
+        BodyError::TooLarge => LivyError::Decode(e.to_string()),
+        BodyError::Read(msg) => LivyError::NoAnswer(msg),
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| LivyError::Decode(e.to_string()))
 }
 
 /// Livy's error bodies come as `{"msg": ...}`, a bare JSON string, an empty body (403), or a
-/// servlet container's HTML page (CSRF); make one line of any of them.
+/// servlet container's HTML page (CSRF); make one quotable line of any of them.
 fn error_message(body: &str) -> String {
     let text = match serde_json::from_str::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => match map.get("msg").or_else(|| map.get("message")) {
@@ -337,28 +337,81 @@ fn error_message(body: &str) -> String {
         Ok(serde_json::Value::String(s)) => s,
         _ => body.to_owned(),
     };
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
+    let quoted = http::quote(&text);
+    if quoted.is_empty() {
         return "(empty body)".to_owned();
     }
-    one_line.chars().take(1000).collect()
-}
-
-/// An error and its sources on one line: reqwest hides the cause (refused, timed out) in them.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    quoted
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
+    use crate::http::canned;
+
+    #[tokio::test]
+    async fn a_redirect_is_an_answer_and_the_post_is_not_resent() {
+        let (elsewhere, hits) = canned::serve(canned::response("201 Created", &[], b"{}")).await;
+        let location = format!("Location: {elsewhere}batches");
+        let (livy, _) = canned::serve(canned::response(
+            "307 Temporary Redirect",
+            &[&location],
+            b"",
+        ))
+        .await;
+        let client = LivyClient::new(livy).expect("client");
+        let body = CreateBatch {
+            file: "f".into(),
+            name: "n".into(),
+            ..CreateBatch::default()
+        };
+        let err = client.create_batch(&body).await.expect_err("not followed");
+        assert!(matches!(err, LivyError::Http { status: 307, .. }), "{err}");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "nothing was sent to the redirect target"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_over_one_mib_is_refused_unread() {
+        let big = vec![b' '; crate::http::MAX_BODY + 1];
+        let (livy, _) = canned::serve(canned::response("200 OK", &[], &big)).await;
+        let client = LivyClient::new(livy).expect("client");
+        let err = client.batch("n").await.expect_err("too large");
+        assert!(
+            matches!(&err, LivyError::Decode(m) if m.contains("larger than 1048576 bytes")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn error_replies_are_quoted_capped_and_without_credentials() {
+        let body = format!(
+            r#"{{"msg":"denied for http://alice:s3cret@livy:8998/ with Authorization: Basic YWxpY2U6czNjcmV0 {}"}}"#,
+            "x".repeat(5000)
+        );
+        let (livy, _) =
+            canned::serve(canned::response("403 Forbidden", &[], body.as_bytes())).await;
+        let client = LivyClient::new(livy).expect("client");
+        let LivyError::Http { status, msg } = client.batch("n").await.expect_err("403") else {
+            panic!("an HTTP error");
+        };
+        assert_eq!(status, 403);
+        assert!(
+            !msg.contains("s3cret") && !msg.contains("YWxpY2U6czNjcmV0"),
+            "{msg}"
+        );
+        assert!(msg.starts_with("denied for http://***@livy:8998/"), "{msg}");
+        assert!(
+            msg.chars().count() <= crate::http::MAX_QUOTE + 1,
+            "{}",
+            msg.len()
+        );
+    }
 
     #[test]
     fn error_bodies_of_every_shape_become_one_line() {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use url::Url;
 
-use crate::livy::error_chain;
+use crate::http::{self, BodyError, error_chain};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -90,7 +90,8 @@ pub trait ResourceManager: Send + Sync + std::fmt::Debug {
 }
 
 /// A ResourceManager client. With high availability several addresses are given; each call
-/// tries them in order (a standby answers with a redirect to the active one, which is followed).
+/// tries them in order. A standby answers with a redirect to the active one: that is not followed
+/// (the worker talks only to addresses it was given), the next address is tried instead.
 #[derive(Debug, Clone)]
 pub struct YarnClient {
     http: reqwest::Client,
@@ -99,10 +100,8 @@ pub struct YarnClient {
 
 impl YarnClient {
     pub fn new(urls: Vec<Url>) -> Result<Self, YarnError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        let http = http::client(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| YarnError::Unreachable(e.to_string()))?;
         Ok(Self { http, urls })
@@ -129,9 +128,12 @@ impl YarnClient {
             }
             match build(&self.http, url).send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_redirection() => {
+                    last = format!("{base}: a standby (it redirects to the active one)");
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = http::error_text(resp).await;
                     return Err(YarnError::Http {
                         status,
                         msg: remote_message(&body),
@@ -161,10 +163,10 @@ struct AppReply {
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, YarnError> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| YarnError::Unreachable(error_chain(&e)))?;
+    let bytes = http::read_capped(resp).await.map_err(|e| match e {
+        BodyError::TooLarge => YarnError::Decode(e.to_string()),
+        BodyError::Read(msg) => YarnError::Unreachable(msg),
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| YarnError::Decode(e.to_string()))
 }
 
@@ -235,8 +237,8 @@ fn remote_message(body: &str) -> String {
     let text = v["RemoteException"]["message"]
         .as_str()
         .map(str::to_owned)
-        .unwrap_or_else(|| body.split_whitespace().collect::<Vec<_>>().join(" "));
-    let text: String = text.chars().take(500).collect();
+        .unwrap_or_else(|| body.to_owned());
+    let text = http::quote(&text);
     if text.is_empty() {
         "(empty body)".to_owned()
     } else {
@@ -334,7 +336,35 @@ fn expand(value: &str, props: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
+    use crate::http::canned;
+
+    #[tokio::test]
+    async fn a_standby_redirect_is_not_followed_the_next_address_answers() {
+        let (target, target_hits) = canned::serve(canned::response("500 Oops", &[], b"")).await;
+        let location = format!("Location: {target}ws/v1/cluster/apps/application_1_0001");
+        let (standby, _) = canned::serve(canned::response(
+            "307 Temporary Redirect",
+            &[&location],
+            b"",
+        ))
+        .await;
+        let app = br#"{"app":{"id":"application_1_0001","name":"n","state":"RUNNING","finalStatus":"UNDEFINED","diagnostics":"","applicationTags":"","startedTime":1}}"#;
+        let (active, _) = canned::serve(canned::response("200 OK", &[], app)).await;
+        let client = YarnClient::new(vec![standby, active]).expect("client");
+        let got = client
+            .app("application_1_0001")
+            .await
+            .expect("the active one answers");
+        assert_eq!(got.state, "RUNNING");
+        assert_eq!(
+            target_hits.load(Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
+    }
 
     fn site(props: &[(&str, &str)]) -> String {
         let body: String = props

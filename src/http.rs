@@ -1,0 +1,253 @@
+//! What the Livy and YARN clients share about HTTP: a client that never follows redirects,
+//! response bodies read up to a cap, and remote text made safe to quote in a log or a cause.
+
+use std::time::Duration;
+
+/// The most the worker reads of any response body. Livy's and the ResourceManager's replies are
+/// a few kilobytes; a log page of 100 lines stays far below.
+pub const MAX_BODY: usize = 1 << 20;
+/// The most of a remote error message quoted in a log line or a task's cause.
+pub const MAX_QUOTE: usize = 500;
+
+/// A client for one kind of server: no redirects (a 3xx is an answer, and a POST body is never
+/// resent to where a redirect points), a connect timeout, and the worker's user agent.
+pub fn client(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reply larger than {} bytes", MAX_BODY)]
+    TooLarge,
+    #[error("{0}")]
+    Read(String),
+}
+
+/// Reads the body, failing as soon as it passes [`MAX_BODY`] bytes.
+pub async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The text of an error reply for quoting: at most [`MAX_BODY`] read, then [`quote`]d. An
+/// unreadable body quotes as empty.
+pub async fn error_text(resp: reqwest::Response) -> String {
+    match read_capped(resp).await {
+        Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+        Err(BodyError::TooLarge) => "(error reply larger than 1 MiB, not read)".to_owned(),
+        Err(BodyError::Read(_)) => String::new(),
+    }
+}
+
+/// Remote text made fit for a log line or a task's cause: one line, anything that looks like a
+/// credential replaced by `***`, at most [`MAX_QUOTE`] characters.
+pub fn quote(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let safe = strip_credentials(&one_line);
+    if safe.chars().count() <= MAX_QUOTE {
+        return safe;
+    }
+    let mut cut: String = safe.chars().take(MAX_QUOTE).collect();
+    cut.push('…');
+    cut
+}
+
+/// Words whose value, after `=` or `:`, is a secret.
+const SECRET_KEYS: [&str; 7] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "authorization",
+    "cookie",
+];
+/// Authentication schemes whose next word is a secret.
+const SCHEMES: [&str; 3] = ["basic", "bearer", "negotiate"];
+
+/// Replaces what looks like a credential in one line of text: the user info of URLs
+/// (`scheme://user:pass@host`), the word after `Basic`/`Bearer`/`Negotiate`, and the value of
+/// `password=`, `token: ` and the like.
+pub fn strip_credentials(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut hide_next = false;
+    for word in words {
+        let lower = word.to_ascii_lowercase();
+        let bare = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        if hide_next && !word.is_empty() {
+            out.push("***".to_owned());
+            // `Authorization: Basic <token>`: the scheme is hidden, and so is its token.
+            hide_next = SCHEMES.contains(&bare);
+            continue;
+        }
+        if SCHEMES.contains(&bare) {
+            hide_next = true;
+        }
+        let mut w = strip_userinfo(word);
+        if let Some(pos) = w.find(['=', ':']) {
+            let key = w[..pos].to_ascii_lowercase();
+            if SECRET_KEYS.iter().any(|k| key.contains(k)) {
+                if pos + 1 == w.len() {
+                    hide_next = true;
+                } else {
+                    w = format!("{}***", &w[..=pos]);
+                }
+            }
+        }
+        out.push(w);
+    }
+    out.join(" ")
+}
+
+/// `scheme://user:pass@host/...` → `scheme://***@host/...`, anywhere in a word.
+fn strip_userinfo(word: &str) -> String {
+    let Some(start) = word.find("://").map(|i| i + 3) else {
+        return word.to_owned();
+    };
+    let rest = &word[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}***{}", &word[..start], &rest[at..]),
+        None => word.to_owned(),
+    }
+}
+
+/// A URL for logs, reports and the journal: without user info.
+pub fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+    }
+    u.to_string()
+}
+
+/// An error and its sources on one line: reqwest hides the cause (refused, timed out) in them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_remote_text_are_replaced() {
+        assert_eq!(
+            strip_credentials("GET http://alice:s3cret@livy:8998/batches failed"),
+            "GET http://***@livy:8998/batches failed"
+        );
+        assert_eq!(
+            strip_credentials("header Authorization: Basic YWxpY2U6czNjcmV0 rejected"),
+            "header Authorization: *** *** rejected"
+        );
+        assert_eq!(
+            strip_credentials("WWW-Authenticate: Negotiate oRQwEqADCgEA"),
+            "WWW-Authenticate: Negotiate ***"
+        );
+        assert_eq!(
+            strip_credentials("login with password=hunter2&user=bob"),
+            "login with password=***"
+        );
+        assert_eq!(
+            strip_credentials("hadoop.auth cookie: u=alice&t=kerberos&s=abc"),
+            "hadoop.auth cookie: ***"
+        );
+        assert_eq!(
+            strip_credentials("Session '7' not found."),
+            "Session '7' not found."
+        );
+    }
+
+    #[test]
+    fn quotes_are_one_line_and_capped() {
+        let long = "x ".repeat(2000);
+        let q = quote(&long);
+        assert_eq!(q.chars().count(), MAX_QUOTE + 1);
+        assert!(q.ends_with('…'));
+        assert_eq!(quote("a\n  b\tc"), "a b c");
+    }
+
+    #[test]
+    fn redacted_urls_have_no_user_info() {
+        let u = url::Url::parse("https://alice:s3cret@livy.internal:8998/").expect("url");
+        assert_eq!(redacted(&u), "https://livy.internal:8998/");
+        let plain = url::Url::parse("http://livy:8998/").expect("url");
+        assert_eq!(redacted(&plain), "http://livy:8998/");
+    }
+}
+
+/// A canned HTTP server for the clients' unit tests: every request gets the same raw response.
+#[cfg(test)]
+pub mod canned {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `response` (status line, headers and body) on a free loopback port; returns its
+    /// base URL and the count of requests it answered.
+    pub async fn serve(response: Vec<u8>) -> (url::Url, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().expect("addr")))
+            .expect("url");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(&response).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    /// A response with `status` (e.g. `"200 OK"`), extra header lines and `body`.
+    pub fn response(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+}
