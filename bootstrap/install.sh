@@ -38,7 +38,7 @@ Options:
   --pollers-per-activity N    long polls per activity [worker default: 2]
   --default-file URI          application file when a task names none
                               [default: local:///usr/lib/spark/examples/jars/spark-examples.jar]
-  --allowed-livy-host HOST    another host tasks may name in LivyHost (repeatable)
+  --allowed-livy-endpoint HOST:PORT  another Livy a task may name with LivyHost/LivyPort (repeatable)
   --sync-interval DURATION    batch state sync period [worker default: 10s]
   --heartbeat-interval DURATION  SendTaskHeartbeat period [worker default: 30s]
   --livy-retry-timeout DURATION  how long a submission is retried while Livy fails [worker default: 2m]
@@ -65,7 +65,7 @@ fail_usage() {
 
 release_uri="" sha256="" upgrade=""
 default_file="local:///usr/lib/spark/examples/jars/spark-examples.jar"
-activity_arns=() allowed_hosts=()
+activity_arns=() allowed_endpoints=()
 declare -A settings=()
 
 while [ $# -gt 0 ]; do
@@ -73,7 +73,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --upgrade) upgrade=1; shift; continue ;;
     --release-uri|--sha256|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
-    --default-file|--allowed-livy-host|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
+    --default-file|--allowed-livy-endpoint|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
     --livy-outage-limit|--livy-retention|--yarn-url|\
     --shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
       if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
@@ -82,7 +82,7 @@ while [ $# -gt 0 ]; do
         --release-uri) release_uri=${2%/} ;;
         --sha256) sha256=$(printf '%s' "$2" | tr 'A-F' 'a-f') ;;
         --activity-arn) activity_arns+=("$2") ;;
-        --allowed-livy-host) allowed_hosts+=("$2") ;;
+        --allowed-livy-endpoint) allowed_endpoints+=("$2") ;;
         --default-file) default_file=$2 ;;
         *) settings[${1#--}]=$2 ;;
       esac
@@ -93,7 +93,7 @@ done
 
 [ -n "$release_uri" ] || fail_usage "--release-uri is required"
 if [ -n "$upgrade" ]; then
-  if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_hosts[@]} -gt 0 ]; then
+  if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_endpoints[@]} -gt 0 ]; then
     fail_usage "--upgrade keeps the settings of the install; give only --release-uri and --sha256"
   fi
 else
@@ -183,8 +183,8 @@ join() { local IFS=,; echo "$*"; }
   echo "# Written by bootstrap/install.sh; every flag of '${name} run' has a variable here."
   echo "SPARK_ACTIVITY_WORKER_ACTIVITY_ARN=$(join "${activity_arns[@]}")"
   echo "SPARK_ACTIVITY_WORKER_DEFAULT_FILE=${default_file}"
-  if [ ${#allowed_hosts[@]} -gt 0 ]; then
-    echo "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST=$(join "${allowed_hosts[@]}")"
+  if [ ${#allowed_endpoints[@]} -gt 0 ]; then
+    echo "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_ENDPOINT=$(join "${allowed_endpoints[@]}")"
   fi
   for key in livy-url max-concurrent-tasks pollers-per-activity sync-interval heartbeat-interval \
              livy-retry-timeout livy-outage-limit livy-retention yarn-url shutdown-mode drain-timeout \

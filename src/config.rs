@@ -74,10 +74,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "URI", env = "SPARK_ACTIVITY_WORKER_DEFAULT_FILE", value_parser = parse_non_empty)]
     pub default_file: Option<String>,
 
-    /// Host a task may name in `LivyHost` (repeatable); the host of --livy-url is always allowed.
-    #[arg(long = "allowed-livy-host", value_name = "HOST", env = "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST",
-          value_delimiter = ',', value_parser = parse_host)]
-    pub allowed_livy_hosts: Vec<String>,
+    /// Another Livy server a task may name with `LivyHost`/`LivyPort` (repeatable); it is reached
+    /// with --livy-url's scheme. Only --livy-url's own host and port are allowed otherwise.
+    #[arg(long = "allowed-livy-endpoint", value_name = "HOST:PORT",
+          env = "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_ENDPOINT", value_delimiter = ',',
+          value_parser = parse_endpoint)]
+    pub allowed_livy_endpoints: Vec<Endpoint>,
 
     /// How long a submission is retried while Livy fails (connection errors, 5xx, too many
     /// sessions) before the task fails with Livy.Unavailable (only once no batch of it exists).
@@ -168,16 +170,44 @@ impl RunArgs {
             .unwrap_or_else(|| "spark-activity-worker".to_owned())
     }
 
-    /// Hosts a task's `LivyHost` may name: the --livy-url host plus --allowed-livy-host.
-    pub fn allowed_hosts(&self) -> Vec<String> {
-        let mut hosts = self.allowed_livy_hosts.clone();
-        if let Some(h) = self.livy_url.host_str() {
-            hosts.push(
-                h.trim_matches(|c| c == '[' || c == ']')
+    /// Where a task's `LivyHost`/`LivyPort` may point: --livy-url's own host and port, plus
+    /// --allowed-livy-endpoint.
+    pub fn allowed_endpoints(&self) -> Vec<Endpoint> {
+        let mut all = Vec::with_capacity(self.allowed_livy_endpoints.len() + 1);
+        if let (Some(h), Some(port)) = (
+            self.livy_url.host_str(),
+            self.livy_url.port_or_known_default(),
+        ) {
+            all.push(Endpoint {
+                host: h
+                    .trim_matches(|c| c == '[' || c == ']')
                     .to_ascii_lowercase(),
-            );
+                port,
+            });
         }
-        hosts
+        for e in &self.allowed_livy_endpoints {
+            if !all.contains(e) {
+                all.push(e.clone());
+            }
+        }
+        all
+    }
+}
+
+/// A Livy server's host (lower case, IPv6 without brackets) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -239,12 +269,27 @@ fn parse_non_empty(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_host(s: &str) -> Result<String, String> {
-    let h = s.trim().to_ascii_lowercase();
-    if h.is_empty() || h.contains('/') || h.contains(' ') {
-        return Err("expected a host name or IP address, not a URL".into());
+/// `HOST:PORT`, `[IPV6]:PORT`; the port 1-65535.
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    const EXPECTED: &str =
+        "expected HOST:PORT such as livy.internal:8998 (not a URL), port 1-65535";
+    let s = s.trim().to_ascii_lowercase();
+    let (host, port) = s.rsplit_once(':').ok_or(EXPECTED)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(['/', ' ', '@']) {
+        return Err(EXPECTED.into());
     }
-    Ok(h)
+    if host.contains(':') && !s.starts_with('[') {
+        return Err(EXPECTED.into());
+    }
+    let port: u16 = port.parse().map_err(|_| EXPECTED)?;
+    if port == 0 {
+        return Err(EXPECTED.into());
+    }
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {
@@ -299,7 +344,13 @@ mod tests {
         assert_eq!(a.log_format, LogFormat::Text);
         assert_eq!(a.shutdown_mode, ShutdownMode::Detach);
         assert_eq!(a.state_dir, PathBuf::from("/var/lib/spark-activity-worker"));
-        assert_eq!(a.allowed_hosts(), vec!["localhost".to_owned()]);
+        assert_eq!(
+            a.allowed_endpoints(),
+            vec![Endpoint {
+                host: "localhost".into(),
+                port: 8998
+            }]
+        );
         assert_eq!(a.livy_outage_limit, Duration::from_secs(3600));
         assert_eq!(a.livy_retention, Duration::from_secs(600));
         assert!(a.yarn_urls.is_empty(), "found in yarn-site.xml at start");
@@ -335,8 +386,31 @@ mod tests {
                 "--log-level",
             ),
             (
-                vec!["--activity-arn", ARN, "--allowed-livy-host", "http://x/"],
-                "--allowed-livy-host",
+                vec![
+                    "--activity-arn",
+                    ARN,
+                    "--allowed-livy-endpoint",
+                    "http://x/",
+                ],
+                "--allowed-livy-endpoint",
+            ),
+            (
+                vec![
+                    "--activity-arn",
+                    ARN,
+                    "--allowed-livy-endpoint",
+                    "livy.internal:0",
+                ],
+                "--allowed-livy-endpoint",
+            ),
+            (
+                vec![
+                    "--activity-arn",
+                    ARN,
+                    "--allowed-livy-endpoint",
+                    "livy.internal",
+                ],
+                "--allowed-livy-endpoint",
             ),
             (
                 vec!["--activity-arn", ARN, "--yarn-url", "rm:8088"],
@@ -363,8 +437,10 @@ mod tests {
             ARN,
             "--activity-arn",
             "arn:aws:states:eu-west-1:1:activity:b",
-            "--allowed-livy-host",
-            "Livy.Internal",
+            "--allowed-livy-endpoint",
+            "Livy.Internal:8999",
+            "--allowed-livy-endpoint",
+            "[FD00::1]:8998",
             "--sync-interval",
             "500ms",
             "--heartbeat-interval",
@@ -374,7 +450,15 @@ mod tests {
         assert_eq!(a.activity_arns.len(), 2);
         assert_eq!(a.sync_interval, Duration::from_millis(500));
         assert_eq!(a.heartbeat_interval, Duration::from_secs(60));
-        assert!(a.allowed_hosts().contains(&"livy.internal".to_owned()));
+        let shown: Vec<String> = a
+            .allowed_endpoints()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["localhost:8998", "livy.internal:8999", "[fd00::1]:8998"]
+        );
     }
 
     #[test]

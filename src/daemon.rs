@@ -52,7 +52,7 @@ pub async fn run(
         settings: Settings {
             heartbeat_interval: args.heartbeat_interval,
             default_file: args.default_file.clone(),
-            allowed_hosts: args.allowed_hosts(),
+            allowed_endpoints: args.allowed_endpoints(),
             timing: Timing {
                 sync_interval: args.sync_interval,
                 livy_retry_timeout: args.livy_retry_timeout,

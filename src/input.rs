@@ -153,7 +153,7 @@ pub fn parse(raw: &str) -> Result<TaskInput, InvalidInput> {
         None | Some(Value::Null) => None,
         Some(v) => Some(
             count(v)
-                .filter(|p| *p <= u32::from(u16::MAX))
+                .filter(|p| (1..=u32::from(u16::MAX)).contains(p))
                 .and_then(|p| u16::try_from(p).ok())
                 .ok_or_else(|| {
                     InvalidInput(format!("LivyPort must be a port number 1-65535, got {v}"))

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::batch::{self, Batch};
+use crate::config::Endpoint;
 use crate::failpoint;
 use crate::failure::{ErrorName, Failure};
 use crate::journal::{Journal, Record};
@@ -29,8 +30,8 @@ use crate::yarn::ResourceManager;
 pub struct Settings {
     pub heartbeat_interval: Duration,
     pub default_file: Option<String>,
-    /// Lower-case hosts a task's `LivyHost` may name.
-    pub allowed_hosts: Vec<String>,
+    /// Where a task's `LivyHost`/`LivyPort` may point.
+    pub allowed_endpoints: Vec<Endpoint>,
     pub timing: batch::Timing,
 }
 

@@ -158,16 +158,18 @@ fn clients_for(ctx: &Context, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceMan
 type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
 
 /// Input → a journal entry and the clients to run it with. Task input may only name allowed
-/// Livy hosts.
+/// Livy endpoints (host and port).
 fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, InvalidInput> {
     let input = input::parse(&task.input)?;
     let base = match &input.livy {
         None => ctx.livy.base().clone(),
         Some((host, port)) => {
-            if !ctx.settings.allowed_hosts.iter().any(|h| h == host) {
+            let allowed = &ctx.settings.allowed_endpoints;
+            if !allowed.iter().any(|e| e.host == *host && e.port == *port) {
+                let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
                 return Err(InvalidInput(format!(
-                    "LivyHost {host:?} is not allowed by this worker (allowed: {}); see --allowed-livy-host",
-                    ctx.settings.allowed_hosts.join(", ")
+                    "LivyHost/LivyPort {host}:{port} is not a Livy endpoint this worker may use (allowed: {}); see --allowed-livy-endpoint",
+                    list.join(", ")
                 )));
             }
             let mut url: Url = ctx.livy.base().clone();

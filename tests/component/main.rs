@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use fakes::{FakeLivy, FakeSfn, FakeYarn, Sent};
 use serde_json::{Value, json};
 use spark_activity_worker::batch::{self, Timing};
+use spark_activity_worker::config::Endpoint;
 use spark_activity_worker::journal::{Entry, Journal};
 use spark_activity_worker::livy::CreateBatch;
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken};
@@ -66,7 +67,10 @@ fn rig(name: &str, timing: Timing) -> Rig {
         settings: Settings {
             heartbeat_interval: HEARTBEAT,
             default_file: None,
-            allowed_hosts: vec!["livy.test".into()],
+            allowed_endpoints: vec![Endpoint {
+                host: "livy.test".into(),
+                port: 8998,
+            }],
             timing,
         },
         in_flight: InFlight::default(),

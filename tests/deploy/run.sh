@@ -139,12 +139,12 @@ fi
 
 r=$(sandbox primary true)
 args=(--release-uri s3://bucket/release/ --sha256 "$good_sha" --activity-arn "$arn"
-      --activity-arn "${arn}2" --livy-url http://localhost:8998 --max-concurrent-tasks 16 --allowed-livy-host livy.internal)
+      --activity-arn "${arn}2" --livy-url http://localhost:8998 --max-concurrent-tasks 16 --allowed-livy-endpoint livy.internal:8998)
 if out=$(install_in "$r" "${args[@]}" 2>&1); then
   expected_env="# Written by bootstrap/install.sh; every flag of 'spark-activity-worker run' has a variable here.
 SPARK_ACTIVITY_WORKER_ACTIVITY_ARN=$arn,${arn}2
 SPARK_ACTIVITY_WORKER_DEFAULT_FILE=local:///usr/lib/spark/examples/jars/spark-examples.jar
-SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_HOST=livy.internal
+SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_ENDPOINT=livy.internal:8998
 SPARK_ACTIVITY_WORKER_LIVY_URL=http://localhost:8998
 SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS=16"
   problems=()

@@ -141,6 +141,15 @@ async fn bad_input_fails_as_invalid_input_and_never_reaches_livy() {
             json!({"LivyHost": "evil.example.com", "Parameters": {"File": "sim:success"}}),
             "LivyHost",
         ),
+        // The worker's own Livy host, another port on it (say, the ResourceManager's).
+        (
+            json!({"LivyHost": "127.0.0.1", "LivyPort": 1, "Parameters": {"File": "sim:success"}}),
+            "127.0.0.1:1 is not a Livy endpoint this worker may use",
+        ),
+        (
+            json!({"LivyHost": "127.0.0.1", "LivyPort": 0, "Parameters": {"File": "sim:success"}}),
+            "LivyPort must be a port number 1-65535",
+        ),
         (json!({"File": ""}), "File"),
         (json!({"ClassName": "org.example.Main"}), "File is required"),
     ];
