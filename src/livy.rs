@@ -177,10 +177,11 @@ impl BatchState {
     }
 }
 
-#[derive(Deserialize)]
-struct LogPage {
+/// A page of `GET /batches/{name}/log`.
+#[derive(Debug, Deserialize)]
+pub struct LogPage {
     #[serde(default)]
-    log: Vec<String>,
+    pub log: Vec<String>,
 }
 
 /// Livy's batch API as supervisors use it: the seam where component tests put a fake.
@@ -323,12 +324,17 @@ async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Resu
         BodyError::TooLarge => LivyError::Decode(e.to_string()),
         BodyError::Read(msg) => LivyError::NoAnswer(msg),
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| LivyError::Decode(e.to_string()))
+    parse_reply(&bytes)
+}
+
+/// A successful reply's body as `T` ([`Batch`], [`LogPage`]).
+pub fn parse_reply<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, LivyError> {
+    serde_json::from_slice(body).map_err(|e| LivyError::Decode(e.to_string()))
 }
 
 /// Livy's error bodies come as `{"msg": ...}`, a bare JSON string, an empty body (403), or a
 /// servlet container's HTML page (CSRF); make one quotable line of any of them.
-fn error_message(body: &str) -> String {
+pub fn error_message(body: &str) -> String {
     let text = match serde_json::from_str::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => match map.get("msg").or_else(|| map.get("message")) {
             Some(serde_json::Value::String(s)) => s.clone(),

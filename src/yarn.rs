@@ -162,12 +162,33 @@ struct AppReply {
     app: App,
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, YarnError> {
-    let bytes = http::read_capped(resp).await.map_err(|e| match e {
+async fn read(resp: reqwest::Response) -> Result<Vec<u8>, YarnError> {
+    http::read_capped(resp).await.map_err(|e| match e {
         BodyError::TooLarge => YarnError::Decode(e.to_string()),
         BodyError::Read(msg) => YarnError::Unreachable(msg),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| YarnError::Decode(e.to_string()))
+    })
+}
+
+/// The applications of a `GET /ws/v1/cluster/apps?applicationTags=` reply that carry exactly
+/// `tag`, whatever the server's own matching does.
+pub fn parse_apps(body: &[u8], tag: &str) -> Result<Vec<App>, YarnError> {
+    let reply: AppsReply =
+        serde_json::from_slice(body).map_err(|e| YarnError::Decode(e.to_string()))?;
+    let tag = tag.to_ascii_lowercase();
+    Ok(reply
+        .apps
+        .map(|l| l.app)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.application_tags.split(',').any(|t| t.trim() == tag))
+        .collect())
+}
+
+/// The application of a `GET /ws/v1/cluster/apps/{id}` reply.
+pub fn parse_app(body: &[u8]) -> Result<App, YarnError> {
+    serde_json::from_slice::<AppReply>(body)
+        .map(|r| r.app)
+        .map_err(|e| YarnError::Decode(e.to_string()))
 }
 
 #[async_trait]
@@ -195,16 +216,7 @@ impl ResourceManager for YarnClient {
                     .header(reqwest::header::ACCEPT, "application/json")
             })
             .await?;
-        let reply: AppsReply = decode(resp).await?;
-        let tag = tag.to_ascii_lowercase();
-        // Keep only exact tag matches, whatever the server's own matching does.
-        Ok(reply
-            .apps
-            .map(|l| l.app)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|a| a.application_tags.split(',').any(|t| t.trim() == tag))
-            .collect())
+        parse_apps(&read(resp).await?, tag)
     }
 
     async fn app(&self, id: &str) -> Result<App, YarnError> {
@@ -214,7 +226,7 @@ impl ResourceManager for YarnClient {
                     .header(reqwest::header::ACCEPT, "application/json")
             })
             .await?;
-        Ok(decode::<AppReply>(resp).await?.app)
+        parse_app(&read(resp).await?)
     }
 
     async fn kill(&self, id: &str) -> Result<(), YarnError> {
@@ -232,7 +244,7 @@ impl ResourceManager for YarnClient {
 }
 
 /// The message of a `RemoteException` body, or the body on one line.
-fn remote_message(body: &str) -> String {
+pub fn remote_message(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let text = v["RemoteException"]["message"]
         .as_str()
@@ -268,7 +280,7 @@ pub fn discover(conf_dir: &Path, this_host: &str) -> Vec<Url> {
 }
 
 /// The web addresses a `yarn-site.xml` text names; `None` when it does not parse.
-fn addresses(xml: &str, this_host: &str) -> Option<Vec<Url>> {
+pub fn addresses(xml: &str, this_host: &str) -> Option<Vec<Url>> {
     let doc = roxmltree::Document::parse(xml).ok()?;
     let props: Vec<(String, String)> = doc
         .descendants()
