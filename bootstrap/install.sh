@@ -45,6 +45,13 @@ Options:
   --livy-outage-limit DURATION   how long Livy may be unreachable while a batch runs [worker default: 1h]
   --livy-retention DURATION      Livy's livy.server.session.state-retain.sec [worker default: 10m]
   --yarn-url URL              YARN ResourceManager web address [worker default: from yarn-site.xml]
+  --livy-auth METHOD          none, basic or kerberos [worker default: none]; the secrets are
+                              files you fill in: /etc/${name}/livy-password (basic: its first
+                              line) and /etc/${name}/kerberos.keytab (kerberos), created empty
+                              and root-only here, handed to the worker alone
+  --livy-user USER            with basic: the user
+  --kerberos-principal P      with kerberos: the worker's principal (_HOST = this host's name)
+  --livy-ca-file PEM          CA certificates trusted for Livy and the ResourceManager (TLS)
   --shutdown-mode MODE        detach, wait or kill [worker default: detach]
   --drain-timeout DURATION    drain time in wait mode [worker default: 30s]
   --log-format FORMAT         text or json [worker default: text]
@@ -74,8 +81,8 @@ while [ $# -gt 0 ]; do
     --upgrade) upgrade=1; shift; continue ;;
     --release-uri|--sha256|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
     --default-file|--allowed-livy-endpoint|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
-    --livy-outage-limit|--livy-retention|--yarn-url|\
-    --shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
+    --livy-outage-limit|--livy-retention|--yarn-url|--livy-auth|--livy-user|--kerberos-principal|\
+    --livy-ca-file|--shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
       if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
       case "$2" in *$'\n'*|*'"'*|*\\*) fail_usage "$1: value must not contain newlines, quotes or backslashes" ;; esac
       case "$1" in
@@ -187,13 +194,20 @@ join() { local IFS=,; echo "$*"; }
     echo "SPARK_ACTIVITY_WORKER_ALLOWED_LIVY_ENDPOINT=$(join "${allowed_endpoints[@]}")"
   fi
   for key in livy-url max-concurrent-tasks pollers-per-activity sync-interval heartbeat-interval \
-             livy-retry-timeout livy-outage-limit livy-retention yarn-url shutdown-mode drain-timeout \
-             log-format log-level; do
+             livy-retry-timeout livy-outage-limit livy-retention yarn-url livy-auth livy-user \
+             kerberos-principal livy-ca-file shutdown-mode drain-timeout log-format log-level; do
     if [ -n "${settings[$key]:-}" ]; then
       var=$(printf '%s' "$key" | tr 'a-z-' 'A-Z_')
       echo "SPARK_ACTIVITY_WORKER_${var}=${settings[$key]}"
     fi
   done
+  # systemd 219 has no LoadCredential=: the worker reads the secret files directly.
+  if [ "$systemd_version" -lt 248 ]; then
+    case "${settings[livy-auth]:-}" in
+      basic) echo "SPARK_ACTIVITY_WORKER_LIVY_PASSWORD_FILE=/etc/${name}/livy-password" ;;
+      kerberos) echo "SPARK_ACTIVITY_WORKER_KERBEROS_KEYTAB=/etc/${name}/kerberos.keytab" ;;
+    esac
+  fi
   if [ -n "${settings[region]:-}" ]; then
     echo "AWS_REGION=${settings[region]}"
   fi
@@ -209,6 +223,15 @@ if [ "$systemd_version" -lt 248 ]; then
 fi
 sudo install -D -m 0755 "$work/${name}-${arch}" "$root/usr/local/bin/${name}"
 [ -n "$upgrade" ] || sudo install -D -m 0600 "$work/env" "$root/etc/${name}/env"
+# The secrets' files (the unit loads them as credentials): created empty, never overwritten.
+for secret in livy-password kerberos.keytab; do
+  if [ ! -e "$root/etc/${name}/${secret}" ]; then
+    sudo install -D -m 0600 /dev/null "$root/etc/${name}/${secret}"
+  fi
+  if [ "$systemd_version" -lt 248 ]; then
+    sudo chown "${name}:${name}" "$root/etc/${name}/${secret}"
+  fi
+done
 sudo install -D -m 0644 "$work/${unit_file}" "$root/etc/systemd/system/${name}.service"
 sudo systemctl daemon-reload
 sudo systemctl enable "${name}.service"

@@ -31,6 +31,27 @@ pub enum ShutdownMode {
     Kill,
 }
 
+/// How the worker proves who it is to Livy (and, with Kerberos, to the ResourceManager).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LivyAuth {
+    /// No credentials.
+    None,
+    /// HTTP Basic, sent to --livy-url's origin only.
+    Basic,
+    /// Kerberos SPNEGO (`Negotiate`) from --kerberos-keytab, on Livy and ResourceManager calls.
+    Kerberos,
+}
+
+impl LivyAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivyAuth::None => "none",
+            LivyAuth::Basic => "basic",
+            LivyAuth::Kerberos => "kerberos",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -73,6 +94,51 @@ pub struct RunArgs {
     /// Application file used when the task input has no `File`.
     #[arg(long, value_name = "URI", env = "SPARK_ACTIVITY_WORKER_DEFAULT_FILE", value_parser = parse_non_empty)]
     pub default_file: Option<String>,
+
+    /// How the worker authenticates to Livy: none, basic (--livy-user, --livy-password-file) or
+    /// kerberos (--kerberos-principal, --kerberos-keytab; also used for the ResourceManager).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        env = "SPARK_ACTIVITY_WORKER_LIVY_AUTH",
+        default_value = "none"
+    )]
+    pub livy_auth: LivyAuth,
+
+    /// With --livy-auth basic: the user name.
+    #[arg(long, value_name = "USER", env = "SPARK_ACTIVITY_WORKER_LIVY_USER", value_parser = parse_non_empty)]
+    pub livy_user: Option<String>,
+
+    /// With --livy-auth basic: a file whose first line is the password [default: the
+    /// `livy-password` credential systemd passes (LoadCredential=), in $CREDENTIALS_DIRECTORY].
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SPARK_ACTIVITY_WORKER_LIVY_PASSWORD_FILE"
+    )]
+    pub livy_password_file: Option<PathBuf>,
+
+    /// With --livy-auth kerberos: the worker's own principal; `_HOST` stands for this host's
+    /// name (e.g. spark-worker/_HOST@EC2.INTERNAL).
+    #[arg(long, value_name = "PRINCIPAL", env = "SPARK_ACTIVITY_WORKER_KERBEROS_PRINCIPAL",
+          value_parser = parse_principal)]
+    pub kerberos_principal: Option<String>,
+
+    /// With --livy-auth kerberos: the keytab holding the principal's keys; tickets are taken,
+    /// and renewed, from it in memory, no kinit [default: the `kerberos-keytab` credential
+    /// systemd passes (LoadCredential=), in $CREDENTIALS_DIRECTORY].
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SPARK_ACTIVITY_WORKER_KERBEROS_KEYTAB"
+    )]
+    pub kerberos_keytab: Option<PathBuf>,
+
+    /// PEM file of certificate authorities trusted for Livy and the ResourceManager, besides
+    /// the system's (a cluster's own CA under in-transit encryption).
+    #[arg(long, value_name = "PEM", env = "SPARK_ACTIVITY_WORKER_LIVY_CA_FILE")]
+    pub livy_ca_file: Option<PathBuf>,
 
     /// Another Livy server a task may name with `LivyHost`/`LivyPort` (repeatable); it is reached
     /// with --livy-url's scheme. Only --livy-url's own host and port are allowed otherwise.
@@ -153,6 +219,44 @@ pub struct RunArgs {
 impl RunArgs {
     /// Cross-flag checks clap cannot express. The message names the flag.
     pub fn validate(&self) -> Result<(), String> {
+        if has_userinfo(&self.livy_url) {
+            return Err("--livy-url must not hold a user or password; use --livy-auth basic with --livy-user and --livy-password-file".into());
+        }
+        if self.yarn_urls.iter().any(has_userinfo) {
+            return Err("--yarn-url must not hold a user or password".into());
+        }
+        let set = |present: bool, flag: &str| present.then(|| flag.to_owned());
+        let basic_flags = [
+            set(self.livy_user.is_some(), "--livy-user"),
+            set(self.livy_password_file.is_some(), "--livy-password-file"),
+        ];
+        let kerberos_flags = [
+            set(self.kerberos_principal.is_some(), "--kerberos-principal"),
+            set(self.kerberos_keytab.is_some(), "--kerberos-keytab"),
+        ];
+        let stray = match self.livy_auth {
+            LivyAuth::None => basic_flags.iter().chain(&kerberos_flags).flatten().next(),
+            LivyAuth::Basic => kerberos_flags.iter().flatten().next(),
+            LivyAuth::Kerberos => basic_flags.iter().flatten().next(),
+        };
+        if let Some(flag) = stray {
+            return Err(format!(
+                "{flag} has no use with --livy-auth {}",
+                self.livy_auth.as_str()
+            ));
+        }
+        match self.livy_auth {
+            LivyAuth::Basic if self.livy_user.is_none() => {
+                return Err("--livy-auth basic needs --livy-user".into());
+            }
+            LivyAuth::Basic if self.livy_url.scheme() == "http" && !is_loopback(&self.livy_url) => {
+                return Err("--livy-auth basic would send the password in clear text: --livy-url must be https:// (or on this host)".into());
+            }
+            LivyAuth::Kerberos if self.kerberos_principal.is_none() => {
+                return Err("--livy-auth kerberos needs --kerberos-principal".into());
+            }
+            _ => {}
+        }
         if self.sync_interval > self.heartbeat_interval * 10 {
             return Err(format!(
                 "--sync-interval ({}) is far longer than --heartbeat-interval ({}); a finished batch would be noticed late",
@@ -193,6 +297,24 @@ impl RunArgs {
         all
     }
 }
+
+fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Why the worker cannot start with its configuration: one line naming the flag; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadConfig(pub String);
 
 /// A Livy server's host (lower case, IPv6 without brackets) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +414,19 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// `primary[/instance]@REALM`, the realm required (a keytab holds fully qualified names).
+fn parse_principal(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.rsplit_once('@') {
+        Some((name, realm))
+            if !name.is_empty() && !realm.is_empty() && !s.contains(char::is_whitespace) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err("expected a Kerberos principal like spark-worker/_HOST@EXAMPLE.COM".into()),
+    }
+}
+
 fn parse_log_level(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(s)
@@ -309,7 +444,7 @@ pub fn one_line(err: &clap::Error) -> String {
         .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .filter(|l| !l.is_empty())
         .collect();
-    lines.join(" ")
+    crate::http::strip_credentials(&lines.join(" "))
 }
 
 #[cfg(test)]
@@ -459,6 +594,126 @@ mod tests {
             shown,
             ["localhost:8998", "livy.internal:8999", "[fd00::1]:8998"]
         );
+    }
+
+    #[test]
+    fn credentials_never_ride_in_urls_and_auth_flags_must_match_the_method() {
+        for (args, starts) in [
+            (
+                vec!["--livy-url", "https://spark:s3cret@livy:8998"],
+                "--livy-url must not hold a user or password; use --livy-auth basic",
+            ),
+            (
+                vec!["--yarn-url", "http://u:p@rm:8088"],
+                "--yarn-url must not hold",
+            ),
+            (
+                vec!["--livy-user", "spark"],
+                "--livy-user has no use with --livy-auth none",
+            ),
+            (
+                vec!["--livy-auth", "basic"],
+                "--livy-auth basic needs --livy-user",
+            ),
+            (
+                vec![
+                    "--livy-auth",
+                    "basic",
+                    "--livy-user",
+                    "spark",
+                    "--livy-url",
+                    "http://livy.internal:8998",
+                ],
+                "--livy-auth basic would send the password in clear text",
+            ),
+            (
+                vec![
+                    "--livy-auth",
+                    "basic",
+                    "--livy-user",
+                    "spark",
+                    "--kerberos-keytab",
+                    "/k",
+                ],
+                "--kerberos-keytab has no use with --livy-auth basic",
+            ),
+            (
+                vec!["--livy-auth", "kerberos"],
+                "--livy-auth kerberos needs --kerberos-principal",
+            ),
+            (
+                vec![
+                    "--livy-auth",
+                    "kerberos",
+                    "--kerberos-principal",
+                    "w@R",
+                    "--kerberos-keytab",
+                    "/k",
+                    "--livy-password-file",
+                    "/p",
+                ],
+                "--livy-password-file has no use with --livy-auth kerberos",
+            ),
+        ] {
+            let mut argv = vec!["--activity-arn", ARN];
+            argv.extend_from_slice(&args);
+            let a = run(&argv).expect("parses");
+            let e = a.validate().expect_err("invalid");
+            assert!(e.starts_with(starts), "{args:?}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        for ok in [
+            vec![
+                "--livy-auth",
+                "basic",
+                "--livy-user",
+                "spark",
+                "--livy-url",
+                "https://livy.internal:8998",
+            ],
+            vec![
+                "--livy-auth",
+                "basic",
+                "--livy-user",
+                "spark",
+                "--livy-url",
+                "http://127.0.0.1:8998",
+            ],
+            vec![
+                "--livy-auth",
+                "kerberos",
+                "--kerberos-principal",
+                "spark/_HOST@EC2.INTERNAL",
+                "--kerberos-keytab",
+                "/k",
+            ],
+        ] {
+            let mut argv = vec!["--activity-arn", ARN];
+            argv.extend_from_slice(&ok);
+            run(&argv).expect("parses").validate().expect("valid");
+        }
+    }
+
+    #[test]
+    fn a_rejected_url_is_not_echoed_with_its_password() {
+        let err = run(&[
+            "--activity-arn",
+            ARN,
+            "--livy-url",
+            "ftp://spark:s3cret@livy:8998",
+        ])
+        .expect_err("not http");
+        let line = one_line(&err);
+        assert!(line.contains("--livy-url"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
+        let err = run(&[
+            "--activity-arn",
+            ARN,
+            "--kerberos-principal",
+            "spark-worker",
+        ])
+        .expect_err("no realm");
+        assert!(one_line(&err).contains("--kerberos-principal"));
     }
 
     #[test]

@@ -9,17 +9,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::journal::Journal;
-use crate::livy::Livy;
+use crate::livy::{Livy, LivyError};
 
 /// How often Livy is probed, and an unwritable journal retried. Short: while either is down the
 /// worker is not polling at all.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Probes Livy until `stop`, publishing each change. Logs only transitions, not every probe.
-pub async fn watch_livy(livy: Arc<dyn Livy>, up: watch::Sender<bool>, stop: CancellationToken) {
+/// Returns early with the error when Livy's certificate is not trusted: that is a configuration
+/// fault for the daemon to act on, not an outage to wait out.
+pub async fn watch_livy(
+    livy: Arc<dyn Livy>,
+    up: watch::Sender<bool>,
+    stop: CancellationToken,
+) -> Result<(), LivyError> {
     let mut last = None;
     loop {
         let result = livy.probe().await;
+        if let Err(e @ LivyError::Tls(_)) = result {
+            up.send_replace(false);
+            return Err(e);
+        }
         let now_up = result.is_ok();
         if last != Some(now_up) {
             last = Some(now_up);
@@ -33,7 +43,7 @@ pub async fn watch_livy(livy: Arc<dyn Livy>, up: watch::Sender<bool>, stop: Canc
         }
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return Ok(()),
         }
     }
 }

@@ -10,12 +10,50 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_QUOTE: usize = 500;
 
 /// A client for one kind of server: no redirects (a 3xx is an answer, and a POST body is never
-/// resent to where a redirect points), a connect timeout, and the worker's user agent.
-pub fn client(connect_timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// resent to where a redirect points), a connect timeout, the worker's user agent, and TLS that
+/// trusts the system's certificate authorities plus `trust`.
+pub fn client(connect_timeout: Duration, trust: &Trust) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
-        .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("spark-activity-worker/", env!("CARGO_PKG_VERSION")));
+    for ca in &trust.0 {
+        builder = builder.add_root_certificate(ca.clone());
+    }
+    builder
+}
+
+/// Certificate authorities trusted besides the system's (a cluster's own CA for Livy and the
+/// ResourceManager over TLS).
+#[derive(Clone, Default)]
+pub struct Trust(Vec<reqwest::Certificate>);
+
+impl Trust {
+    /// Every certificate of a PEM file; an unreadable file, or one without a certificate, is an
+    /// error naming the file.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: holds no PEM certificate", path.display()));
+        }
+        Ok(Self(certs))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Whether a request failed because the server's certificate is not trusted (unknown CA, wrong
+/// name, expired): a configuration problem, never an outage.
+pub fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
+    error_chain(err).contains("invalid peer certificate")
 }
 
 /// Why a body could not be read whole.
@@ -205,36 +243,53 @@ mod tests {
 /// A canned HTTP server for the clients' unit tests: every request gets the same raw response.
 #[cfg(test)]
 pub mod canned {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// What a canned server received: each request's head and body as text.
+    #[derive(Clone, Default)]
+    pub struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl Seen {
+        pub fn count(&self) -> usize {
+            self.requests().len()
+        }
+
+        pub fn requests(&self) -> Vec<String> {
+            self.0.lock().expect("lock").clone()
+        }
+    }
+
     /// Serves `response` (status line, headers and body) on a free loopback port; returns its
-    /// base URL and the count of requests it answered.
-    pub async fn serve(response: Vec<u8>) -> (url::Url, Arc<AtomicUsize>) {
+    /// base URL and what it received.
+    pub async fn serve(response: Vec<u8>) -> (url::Url, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = url::Url::parse(&format!("http://{}/", listener.local_addr().expect("addr")))
             .expect("url");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counted = hits.clone();
+        let seen = Seen::default();
+        let record = seen.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
                 let response = response.clone();
+                let record = record.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
-                    let _ = conn.read(&mut buf).await;
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    record
+                        .0
+                        .lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     let _ = conn.write_all(&response).await;
                     let _ = conn.shutdown().await;
                 });
             }
         });
-        (url, hits)
+        (url, seen)
     }
-
     /// A response with `status` (e.g. `"200 OK"`), extra header lines and `body`.
     pub fn response(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
         let mut out = format!(

@@ -19,7 +19,12 @@
 //! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
 //! - [`livy`]: Livy batch API client.
-//! - [`http`]: what the Livy and YARN clients share: no redirects, capped bodies, quotable text.
+//! - [`auth`]: credentials on Livy and ResourceManager requests: Basic to the configured origin
+//!   only, or Kerberos SPNEGO with Hadoop's `hadoop.auth` cookie.
+//! - [`kerberos`]: the worker's Kerberos identity from its keytab; tickets renewed from it.
+//! - [`gssapi`]: the system's `libgssapi_krb5.so.2`, loaded at run time (the only `unsafe`).
+//! - [`http`]: what the Livy and YARN clients share: no redirects, capped bodies, quotable text,
+//!   the trusted certificate authorities.
 //! - [`failure`]: the public error names, which are safe to retry, and the `cause` size rules.
 //! - [`retry`]: the one retry policy.
 //! - [`watchdog`]: systemd watchdog pings, only while the poll loops make progress.
@@ -29,15 +34,18 @@
 //! The three clients ([`sfn::Tasks`], [`livy::Livy`], [`yarn::ResourceManager`]) are traits so
 //! that `tests/component` can put fakes at those seams.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod failpoint;
 pub mod failure;
+pub mod gssapi;
 pub mod health;
 pub mod http;
 pub mod input;
 pub mod journal;
+pub mod kerberos;
 pub mod livy;
 pub mod outcome;
 pub mod poller;

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::http::{self, BodyError, error_chain};
+use crate::auth::{Auth, SendError};
+use crate::http::{self, BodyError, Trust, error_chain};
 
 /// Long enough for Livy's `/version` and batch reads on a busy master node.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,19 +34,26 @@ pub enum LivyError {
     /// A success status with a body that is not what Livy sends.
     #[error("unexpected livy reply: {0}")]
     Decode(String),
+    /// Livy's TLS certificate is not trusted; nothing was sent.
+    #[error("livy's certificate is not trusted: {0}")]
+    Tls(String),
+    /// No credentials could be made for the request (a Kerberos ticket: KDC unreachable, keytab
+    /// no longer valid); nothing was sent.
+    #[error("no credentials for livy: {0}")]
+    Credentials(String),
 }
 
 impl LivyError {
     /// Worth retrying: Livy is down, failing, or busy ("too many sessions" is a 400 in Livy).
     pub fn is_transient(&self) -> bool {
         match self {
-            LivyError::Connect(_) | LivyError::NoAnswer(_) => true,
+            LivyError::Connect(_) | LivyError::NoAnswer(_) | LivyError::Credentials(_) => true,
             LivyError::Http { status, msg } => {
                 *status >= 500
                     || *status == 429
                     || msg.contains("too many sessions are being created")
             }
-            LivyError::Decode(_) => false,
+            LivyError::Decode(_) | LivyError::Tls(_) => false,
         }
     }
 
@@ -63,7 +71,7 @@ impl LivyError {
     /// success it could not read. Never for a request that did not reach it, or a 4xx.
     pub fn may_have_created(&self) -> bool {
         match self {
-            LivyError::Connect(_) => false,
+            LivyError::Connect(_) | LivyError::Tls(_) | LivyError::Credentials(_) => false,
             LivyError::NoAnswer(_) | LivyError::Decode(_) => true,
             LivyError::Http { status, .. } => *status >= 500,
         }
@@ -216,15 +224,30 @@ pub fn batch_url(base: &Url, id: i64) -> String {
 #[derive(Debug, Clone)]
 pub struct LivyClient {
     http: reqwest::Client,
+    auth: Auth,
     base: Url,
 }
 
 impl LivyClient {
-    pub fn new(base: Url) -> Result<Self, LivyError> {
-        let http = http::client(Duration::from_secs(5))
+    pub fn new(base: Url, trust: &Trust, auth: Auth) -> Result<Self, LivyError> {
+        let http = http::client(Duration::from_secs(5), trust)
             .build()
             .map_err(|e| LivyError::Connect(e.to_string()))?;
-        Ok(Self { http, base })
+        Ok(Self { http, auth, base })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LivyError> {
+        let req = req
+            .build()
+            .map_err(|e| LivyError::Decode(error_chain(&e)))?;
+        self.auth.send(&self.http, req).await.map_err(|e| match e {
+            SendError::Credentials(msg) => LivyError::Credentials(msg),
+            SendError::Http(e) if http::is_untrusted_certificate(&e) => {
+                LivyError::Tls(error_chain(&e))
+            }
+            SendError::Http(e) if e.is_connect() => LivyError::Connect(error_chain(&e)),
+            SendError::Http(e) => LivyError::NoAnswer(error_chain(&e)),
+        })
     }
 
     /// `{base}/{segments...}`, each segment percent-encoded (batch names may hold spaces).
@@ -256,6 +279,7 @@ impl Livy for LivyClient {
     fn at(&self, base: Url) -> Arc<dyn Livy> {
         Arc::new(Self {
             http: self.http.clone(),
+            auth: self.auth.clone(),
             base,
         })
     }
@@ -264,19 +288,19 @@ impl Livy for LivyClient {
         let req = self
             .request(reqwest::Method::GET, self.url(&["version"])?)
             .timeout(PROBE_TIMEOUT);
-        check(send(req).await?).await.map(drop)
+        check(self.send(req).await?).await.map(drop)
     }
 
     async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
         let req = self
             .request(reqwest::Method::POST, self.url(&["batches"])?)
             .json(body);
-        decode(check(send(req).await?).await?).await
+        decode(check(self.send(req).await?).await?).await
     }
 
     async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
         let req = self.request(reqwest::Method::GET, self.url(&["batches", name])?);
-        decode(check(send(req).await?).await?).await
+        decode(check(self.send(req).await?).await?).await
     }
 
     async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError> {
@@ -285,7 +309,7 @@ impl Livy for LivyClient {
         url.query_pairs_mut()
             .append_pair("size", &lines.to_string());
         let req = self.request(reqwest::Method::GET, url);
-        let page: LogPage = decode(check(send(req).await?).await?).await?;
+        let page: LogPage = decode(check(self.send(req).await?).await?).await?;
         Ok(page.log)
     }
 
@@ -293,18 +317,8 @@ impl Livy for LivyClient {
         let req = self
             .request(reqwest::Method::DELETE, self.url(&["batches", name])?)
             .timeout(DELETE_TIMEOUT);
-        check(send(req).await?).await.map(drop)
+        check(self.send(req).await?).await.map(drop)
     }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, LivyError> {
-    req.send().await.map_err(|e| {
-        if e.is_connect() {
-            LivyError::Connect(error_chain(&e))
-        } else {
-            LivyError::NoAnswer(error_chain(&e))
-        }
-    })
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> {
@@ -352,7 +366,6 @@ pub fn error_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::http::canned;
@@ -367,7 +380,7 @@ mod tests {
             b"",
         ))
         .await;
-        let client = LivyClient::new(livy).expect("client");
+        let client = LivyClient::new(livy, &Trust::default(), Auth::none()).expect("client");
         let body = CreateBatch {
             file: "f".into(),
             name: "n".into(),
@@ -375,18 +388,14 @@ mod tests {
         };
         let err = client.create_batch(&body).await.expect_err("not followed");
         assert!(matches!(err, LivyError::Http { status: 307, .. }), "{err}");
-        assert_eq!(
-            hits.load(Ordering::SeqCst),
-            0,
-            "nothing was sent to the redirect target"
-        );
+        assert_eq!(hits.count(), 0, "nothing was sent to the redirect target");
     }
 
     #[tokio::test]
     async fn a_reply_over_one_mib_is_refused_unread() {
         let big = vec![b' '; crate::http::MAX_BODY + 1];
         let (livy, _) = canned::serve(canned::response("200 OK", &[], &big)).await;
-        let client = LivyClient::new(livy).expect("client");
+        let client = LivyClient::new(livy, &Trust::default(), Auth::none()).expect("client");
         let err = client.batch("n").await.expect_err("too large");
         assert!(
             matches!(&err, LivyError::Decode(m) if m.contains("larger than 1048576 bytes")),
@@ -402,7 +411,7 @@ mod tests {
         );
         let (livy, _) =
             canned::serve(canned::response("403 Forbidden", &[], body.as_bytes())).await;
-        let client = LivyClient::new(livy).expect("client");
+        let client = LivyClient::new(livy, &Trust::default(), Auth::none()).expect("client");
         let LivyError::Http { status, msg } = client.batch("n").await.expect_err("403") else {
             panic!("an HTTP error");
         };

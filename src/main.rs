@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use spark_activity_worker::config::{Cli, Command, one_line};
+use spark_activity_worker::config::{BadConfig, Cli, Command, one_line};
 use spark_activity_worker::journal::Journal;
 use spark_activity_worker::{daemon, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -50,10 +50,16 @@ fn main() -> ExitCode {
         tokio::select! {
             result = daemon::run(args, journal, graceful.clone(), upgrade.clone()) => match result {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "worker failed");
-                    ExitCode::FAILURE
-                }
+                Err(e) => match e.downcast_ref::<BadConfig>() {
+                    Some(bad) => {
+                        eprintln!("error: {bad}");
+                        ExitCode::from(2)
+                    }
+                    None => {
+                        tracing::error!(error = format!("{e:#}"), "worker failed");
+                        ExitCode::FAILURE
+                    }
+                },
             },
             result = shutdown::signals(graceful, upgrade) => match result {
                 Ok(()) => ExitCode::from(130),

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use url::Url;
 
-use crate::http::{self, BodyError, error_chain};
+use crate::auth::Auth;
+use crate::http::{self, BodyError, Trust, error_chain};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -95,16 +96,17 @@ pub trait ResourceManager: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct YarnClient {
     http: reqwest::Client,
+    auth: Auth,
     urls: Vec<Url>,
 }
 
 impl YarnClient {
-    pub fn new(urls: Vec<Url>) -> Result<Self, YarnError> {
-        let http = http::client(Duration::from_secs(5))
+    pub fn new(urls: Vec<Url>, trust: &Trust, auth: Auth) -> Result<Self, YarnError> {
+        let http = http::client(Duration::from_secs(5), trust)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| YarnError::Unreachable(e.to_string()))?;
-        Ok(Self { http, urls })
+        Ok(Self { http, auth, urls })
     }
 
     pub fn urls(&self) -> &[Url] {
@@ -126,7 +128,11 @@ impl YarnClient {
                 }
                 Err(()) => continue,
             }
-            match build(&self.http, url).send().await {
+            let req = match build(&self.http, url).build() {
+                Ok(req) => req,
+                Err(e) => return Err(YarnError::Decode(error_chain(&e))),
+            };
+            match self.auth.send(&self.http, req).await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) if resp.status().is_redirection() => {
                     last = format!("{base}: a standby (it redirects to the active one)");
@@ -139,7 +145,7 @@ impl YarnClient {
                         msg: remote_message(&body),
                     });
                 }
-                Err(e) => last = format!("{}: {}", base, error_chain(&e)),
+                Err(e) => last = format!("{base}: {e}"),
             }
         }
         Err(YarnError::Unreachable(last))
@@ -204,6 +210,7 @@ impl ResourceManager for YarnClient {
             .unwrap_or_default();
         Arc::new(Self {
             http: self.http.clone(),
+            auth: self.auth.clone(),
             urls,
         })
     }
@@ -348,7 +355,6 @@ fn expand(value: &str, props: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::http::canned;
@@ -365,17 +371,14 @@ mod tests {
         .await;
         let app = br#"{"app":{"id":"application_1_0001","name":"n","state":"RUNNING","finalStatus":"UNDEFINED","diagnostics":"","applicationTags":"","startedTime":1}}"#;
         let (active, _) = canned::serve(canned::response("200 OK", &[], app)).await;
-        let client = YarnClient::new(vec![standby, active]).expect("client");
+        let client = YarnClient::new(vec![standby, active], &Trust::default(), Auth::none())
+            .expect("client");
         let got = client
             .app("application_1_0001")
             .await
             .expect("the active one answers");
         assert_eq!(got.state, "RUNNING");
-        assert_eq!(
-            target_hits.load(Ordering::SeqCst),
-            0,
-            "the redirect was not followed"
-        );
+        assert_eq!(target_hits.count(), 0, "the redirect was not followed");
     }
 
     fn site(props: &[(&str, &str)]) -> String {

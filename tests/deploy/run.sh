@@ -157,25 +157,37 @@ SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS=16"
 enable spark-activity-worker.service
 is-active --quiet spark-activity-worker.service
 restart spark-activity-worker.service" ] || problems+=("systemctl calls: $(cat "$r/systemctl.log")")
-  if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: the primary gets binary, env file and unit"; else fail "bootstrap: the primary gets binary, env file and unit" "${problems[@]}"; fi
+  for secret in livy-password kerberos.keytab; do
+    f="$r/etc/spark-activity-worker/$secret"
+    [ -f "$f" ] && [ ! -s "$f" ] && [ "$(stat -c %a "$f")" = 600 ] || problems+=("$secret: not an empty 0600 file: $(stat -c '%a %s' "$f" 2>&1)")
+  done
+  if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: the primary gets binary, env file, unit and empty root-only secret files"; else fail "bootstrap: the primary gets binary, env file, unit and empty root-only secret files" "${problems[@]}"; fi
+  echo "the-password" > "$r/etc/spark-activity-worker/livy-password"
   first=$(tree_of "$r")
   if out=$(install_in "$r" "${args[@]}" 2>&1) && [ "$(tree_of "$r")" = "$first" ] \
-     && [ "$(find "$r" -type f ! -name systemctl.log | wc -l)" -eq 4 ]; then
-    pass "bootstrap: a second run leaves the same single install"
+     && [ "$(cat "$r/etc/spark-activity-worker/livy-password")" = the-password ] \
+     && [ "$(find "$r" -type f ! -name systemctl.log | wc -l)" -eq 6 ]; then
+    pass "bootstrap: a second run leaves the same single install, and a filled-in secret as it was"
   else
     fail "bootstrap: a second run leaves the same single install" "$out" "$(find "$r" -type f)"
   fi
 else
-  fail "bootstrap: the primary gets binary, env file and unit" "$out"
+  fail "bootstrap: the primary gets binary, env file, unit and empty root-only secret files" "$out"
 fi
 
 r=$(sandbox al2 true)
-if out=$(FAKE_SYSTEMD_VERSION=219 install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" 2>&1); then
+if out=$(FAKE_SYSTEMD_VERSION=219 install_in "$r" --release-uri s3://bucket/release/ --activity-arn "$arn" \
+             --livy-auth kerberos --kerberos-principal 'spark-worker/_HOST@EC2.INTERNAL' 2>&1); then
   problems=()
+  grep -qx "SPARK_ACTIVITY_WORKER_KERBEROS_KEYTAB=/etc/spark-activity-worker/kerberos.keytab" "$r/etc/spark-activity-worker/env" \
+    && grep -qx "SPARK_ACTIVITY_WORKER_KERBEROS_PRINCIPAL=spark-worker/_HOST@EC2.INTERNAL" "$r/etc/spark-activity-worker/env" \
+    || problems+=("env without the keytab path (no LoadCredential= on systemd 219): $(cat "$r/etc/spark-activity-worker/env")")
   cmp -s "$unit219" "$r/etc/systemd/system/spark-activity-worker.service" || problems+=("not the systemd-219 unit")
   [ "$(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)" = 700 ] || problems+=("state dir: $(stat -c %a "$r/var/lib/spark-activity-worker" 2>&1)")
   [ "$(cat "$r/accounts.log" 2>&1)" = "useradd --system --no-create-home --home-dir /var/lib/spark-activity-worker --shell /sbin/nologin spark-activity-worker
-chown spark-activity-worker:spark-activity-worker $r/var/lib/spark-activity-worker" ] || problems+=("accounts: $(cat "$r/accounts.log" 2>&1)")
+chown spark-activity-worker:spark-activity-worker $r/var/lib/spark-activity-worker
+chown spark-activity-worker:spark-activity-worker $r/etc/spark-activity-worker/livy-password
+chown spark-activity-worker:spark-activity-worker $r/etc/spark-activity-worker/kerberos.keytab" ] || problems+=("accounts: $(cat "$r/accounts.log" 2>&1)")
   if [ ${#problems[@]} -eq 0 ]; then pass "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir"; else fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "${problems[@]}"; fi
 else
   fail "bootstrap: systemd 219 gets its unit, a system user and a 0700 state dir" "$out"
