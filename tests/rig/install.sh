@@ -2,7 +2,9 @@
 # Installs the test rig into .cache/ (git-ignored): LocalStack (Step Functions), pyspark (real
 # spark-submit) and cfn-lint, each in its own venv; plus, from Debian, shellcheck and
 # systemd-analyze (deployment checks), file, readelf and qemu-aarch64-static with an aarch64 glibc
-# (release check), debootstrap and systemd-nspawn (the service under real systemd). Idempotent: a finished install leaves a stamp and is not redone.
+# (release check), debootstrap and systemd-nspawn (the service under real systemd), an MIT KDC and
+# client tools (tests/rig/with-kdc.sh), and the MIT GSSAPI headers with libclang and pkg-config
+# (the test Livy's Kerberos acceptor builds bindings to them). Idempotent: a finished install leaves a stamp and is not redone.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache"
@@ -24,6 +26,13 @@ command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing+=(libc6-arm64-cross)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+# The KDC tools live in sbin, which a non-root PATH may lack.
+[ -x /usr/sbin/krb5kdc ] || missing+=(krb5-kdc)
+[ -x /usr/sbin/kadmin.local ] || missing+=(krb5-admin-server)
+command -v kinit >/dev/null || missing+=(krb5-user)
+[ -e /usr/include/gssapi/gssapi_krb5.h ] || missing+=(libkrb5-dev)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || missing+=(libclang-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install these Debian packages first (as root): ${missing[*]}" >&2
