@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::policy::Policy;
+
 /// Runs AWS Step Functions activity tasks as Apache Spark batches through Apache Livy.
 #[derive(Debug, Parser)]
 #[command(name = "spark-activity-worker", version = crate::VERSION, about)]
@@ -147,6 +149,46 @@ pub struct RunArgs {
           value_parser = parse_endpoint)]
     pub allowed_livy_endpoints: Vec<Endpoint>,
 
+    /// A Hadoop user a task may run its job as with `ProxyUser` (repeatable); without one, a task
+    /// naming any ProxyUser is refused (SparkJob.Forbidden).
+    #[arg(long = "allowed-proxy-user", value_name = "USER", env = "SPARK_ACTIVITY_WORKER_ALLOWED_PROXY_USER",
+          value_delimiter = ',', value_parser = parse_non_empty)]
+    pub allowed_proxy_users: Vec<String>,
+
+    /// A URI prefix the task's File, Jars, PyFiles, Files and Archives must start with
+    /// (repeatable, e.g. s3://etl-code/); without one, any.
+    #[arg(long = "allowed-file-prefix", value_name = "URI", env = "SPARK_ACTIVITY_WORKER_ALLOWED_FILE_PREFIX",
+          value_delimiter = ',', value_parser = parse_non_empty)]
+    pub allowed_file_prefixes: Vec<String>,
+
+    /// A Spark conf key prefix tasks may not set (repeatable; giving any replaces the default
+    /// list; `none` denies nothing).
+    #[arg(long = "denied-conf-prefix", value_name = "PREFIX", env = "SPARK_ACTIVITY_WORKER_DENIED_CONF_PREFIX",
+          value_delimiter = ',', value_parser = parse_non_empty,
+          default_values_t = crate::policy::DEFAULT_DENIED_CONF_PREFIXES.map(String::from))]
+    pub denied_conf_prefixes: Vec<String>,
+
+    /// A YARN queue tasks may use (repeatable; `default` allows tasks that name none); without
+    /// one, any.
+    #[arg(long = "allowed-queue", value_name = "QUEUE", env = "SPARK_ACTIVITY_WORKER_ALLOWED_QUEUE",
+          value_delimiter = ',', value_parser = parse_non_empty)]
+    pub allowed_queues: Vec<String>,
+
+    /// Most executors a task may ask for (NumExecutors, spark.executor.instances, dynamic
+    /// allocation's bounds); a task that leaves dynamic allocation unbounded gets this bound.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_MAX_EXECUTORS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_executors: Option<u32>,
+
+    /// Most cores per executor, and for the driver, a task may ask for.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_MAX_CORES",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_cores: Option<u32>,
+
+    /// Most memory per executor, and for the driver, a task may ask for (e.g. 8g).
+    #[arg(long, value_name = "SIZE", env = "SPARK_ACTIVITY_WORKER_MAX_MEMORY", value_parser = parse_memory)]
+    pub max_memory: Option<u64>,
+
     /// How long a submission is retried while Livy fails (connection errors, 5xx, too many
     /// sessions) before the task fails with Livy.Unavailable (only once no batch of it exists).
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_RETRY_TIMEOUT",
@@ -225,6 +267,17 @@ impl RunArgs {
         if self.yarn_urls.iter().any(has_userinfo) {
             return Err("--yarn-url must not hold a user or password".into());
         }
+        if let Some(file) = &self.default_file
+            && !self.allowed_file_prefixes.is_empty()
+            && !self
+                .allowed_file_prefixes
+                .iter()
+                .any(|p| file.starts_with(p.as_str()))
+        {
+            return Err(format!(
+                "--default-file {file} is not under any --allowed-file-prefix"
+            ));
+        }
         let set = |present: bool, flag: &str| present.then(|| flag.to_owned());
         let basic_flags = [
             set(self.livy_user.is_some(), "--livy-user"),
@@ -265,6 +318,24 @@ impl RunArgs {
             ));
         }
         Ok(())
+    }
+
+    /// The operator's policy over task input.
+    pub fn policy(&self) -> Policy {
+        let denied = if self.denied_conf_prefixes.iter().any(|p| p == "none") {
+            Vec::new()
+        } else {
+            self.denied_conf_prefixes.clone()
+        };
+        Policy {
+            allowed_proxy_users: self.allowed_proxy_users.clone(),
+            allowed_file_prefixes: self.allowed_file_prefixes.clone(),
+            denied_conf_prefixes: denied,
+            allowed_queues: self.allowed_queues.clone(),
+            max_executors: self.max_executors,
+            max_cores: self.max_cores,
+            max_memory: self.max_memory,
+        }
     }
 
     pub fn worker_name(&self) -> String {
@@ -425,6 +496,12 @@ fn parse_principal(s: &str) -> Result<String, String> {
         }
         _ => Err("expected a Kerberos principal like spark-worker/_HOST@EXAMPLE.COM".into()),
     }
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::input::memory_bytes(s)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| "expected a memory size like 512m or 8g".into())
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {
@@ -714,6 +791,73 @@ mod tests {
         ])
         .expect_err("no realm");
         assert!(one_line(&err).contains("--kerberos-principal"));
+    }
+
+    #[test]
+    fn policy_flags_and_their_defaults() {
+        let a = run(&["--activity-arn", ARN]).expect("valid");
+        let p = a.policy();
+        assert!(p.allowed_proxy_users.is_empty());
+        assert_eq!(
+            p.denied_conf_prefixes,
+            crate::policy::DEFAULT_DENIED_CONF_PREFIXES
+                .map(String::from)
+                .to_vec()
+        );
+        assert_eq!(
+            (p.max_executors, p.max_cores, p.max_memory),
+            (None, None, None)
+        );
+        let a = run(&[
+            "--activity-arn",
+            ARN,
+            "--allowed-proxy-user",
+            "etl,reporting",
+            "--denied-conf-prefix",
+            "none",
+            "--allowed-queue",
+            "etl",
+            "--max-executors",
+            "20",
+            "--max-cores",
+            "4",
+            "--max-memory",
+            "8g",
+            "--allowed-file-prefix",
+            "s3://etl-code/",
+            "--default-file",
+            "s3://etl-code/default.jar",
+        ])
+        .expect("valid");
+        a.validate().expect("default file is under the prefix");
+        let p = a.policy();
+        assert_eq!(p.allowed_proxy_users, ["etl", "reporting"]);
+        assert!(p.denied_conf_prefixes.is_empty());
+        assert_eq!(p.max_memory, Some(8 << 30));
+        let a = run(&[
+            "--activity-arn",
+            ARN,
+            "--allowed-file-prefix",
+            "s3://etl-code/",
+            "--default-file",
+            "local:///usr/lib/spark/examples/jars/spark-examples.jar",
+        ])
+        .expect("parses");
+        assert!(
+            a.validate()
+                .expect_err("default file outside")
+                .starts_with("--default-file")
+        );
+        for bad in [
+            ["--max-memory", "lots"],
+            ["--max-executors", "0"],
+            ["--max-cores", "many"],
+        ] {
+            let mut argv = vec!["--activity-arn", ARN];
+            argv.extend_from_slice(&bad);
+            let e = run(&argv).expect_err("invalid");
+            assert!(one_line(&e).contains(bad[0]), "{}", one_line(&e));
+        }
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub async fn run(
             heartbeat_interval: args.heartbeat_interval,
             default_file: args.default_file.clone(),
             allowed_endpoints: args.allowed_endpoints(),
+            policy: args.policy(),
             timing: Timing {
                 sync_interval: args.sync_interval,
                 livy_retry_timeout: args.livy_retry_timeout,

@@ -16,6 +16,9 @@ pub const MAX_CAUSE_CHARS: usize = 32_768;
 pub enum ErrorName {
     /// The task input is not a valid Spark job description; nothing reached Livy.
     InvalidInput,
+    /// The task input asks for what the operator's policy forbids (a proxy user, a file, a conf
+    /// key, a queue, a size); nothing reached Livy.
+    Forbidden,
     /// The batch ended `dead` or `error`: the Spark application failed.
     Failed,
     /// The batch was killed by someone other than this worker.
@@ -42,8 +45,9 @@ pub enum ErrorName {
 
 impl ErrorName {
     /// Every name, in the order of the README table.
-    pub const ALL: [ErrorName; 10] = [
+    pub const ALL: [ErrorName; 11] = [
         ErrorName::InvalidInput,
+        ErrorName::Forbidden,
         ErrorName::Failed,
         ErrorName::Killed,
         ErrorName::Lost,
@@ -65,6 +69,7 @@ impl ErrorName {
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorName::InvalidInput => "SparkJob.InvalidInput",
+            ErrorName::Forbidden => "SparkJob.Forbidden",
             ErrorName::Failed => "SparkJob.Failed",
             ErrorName::Killed => "SparkJob.Killed",
             ErrorName::Lost => "SparkJob.Lost",

@@ -107,6 +107,25 @@ impl SparkJob {
     }
 }
 
+/// A JVM memory size as Spark reads it (`512m`, `2g`, `4gb`; a bare number is MiB), in bytes.
+pub fn memory_bytes(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let shift = match &lower[digits.len()..] {
+        "b" => 0,
+        "k" | "kb" => 10,
+        "" | "m" | "mb" => 20,
+        "g" | "gb" => 30,
+        "t" | "tb" => 40,
+        "p" | "pb" => 50,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 /// Parses and validates the raw task input.
 pub fn parse(raw: &str) -> Result<TaskInput, InvalidInput> {
     let value: Value = serde_json::from_str(raw)
@@ -259,14 +278,7 @@ impl Field<'_> {
         else {
             return Ok(None);
         };
-        let lower = s.to_ascii_lowercase();
-        let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-        let unit = &lower[digits.len()..];
-        let ok = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && digits.bytes().any(|b| b != b'0')
-            && ["", "k", "kb", "m", "mb", "g", "gb", "t", "tb", "p", "pb"].contains(&unit);
-        if ok {
+        if memory_bytes(&s).is_some_and(|b| b > 0) {
             Ok(Some(s))
         } else {
             Err(self.err("a memory size like 512m or 2g"))

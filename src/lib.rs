@@ -14,6 +14,7 @@
 //! - [`health`]: Livy and journal health; no polling while either is down.
 //! - [`telemetry`]: text or JSON logs on stderr.
 //! - [`config`]: the command line (every flag also an environment variable), validated at start.
+//! - [`policy`]: the operator's rules over task input (proxy users, files, conf, queues, sizes).
 //! - [`input`]: task input shapes and validation.
 //! - [`journal`]: crash-safe record of in-flight tasks, resumed at start; the state-dir lock.
 //! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
@@ -48,6 +49,7 @@ pub mod journal;
 pub mod kerberos;
 pub mod livy;
 pub mod outcome;
+pub mod policy;
 pub mod poller;
 pub mod retry;
 pub mod sfn;

@@ -21,6 +21,7 @@ use crate::failure::{ErrorName, Failure};
 use crate::journal::{Journal, Record};
 use crate::livy::Livy;
 use crate::outcome::{self, About, Outcome, StopReason};
+use crate::policy;
 use crate::retry::Policy;
 use crate::sfn::{SfnError, TaskToken, Tasks};
 use crate::yarn::ResourceManager;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub default_file: Option<String>,
     /// Where a task's `LivyHost`/`LivyPort` may point.
     pub allowed_endpoints: Vec<Endpoint>,
+    /// What task input may ask for.
+    pub policy: policy::Policy,
     pub timing: batch::Timing,
 }
 

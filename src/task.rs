@@ -14,6 +14,7 @@ use crate::input::{self, InvalidInput};
 use crate::journal::{Entry, Record};
 use crate::livy::Livy;
 use crate::outcome::Outcome;
+use crate::policy::Forbidden;
 use crate::sfn::{Task, TaskToken};
 use crate::supervisor::{Context, Reporter, Supervisor, panic_message};
 use crate::yarn::ResourceManager;
@@ -31,10 +32,18 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
         let (entry, livy, yarn) = match prepared {
             Ok(Ok(ready)) => ready,
-            Ok(Err(InvalidInput(msg))) => {
+            Ok(Err(refused)) => {
                 // Not journaled: nothing reached Livy, and the report goes out at once.
-                warn!(cause = %msg, "invalid task input");
-                let failure = Failure::new(ErrorName::InvalidInput, msg);
+                let failure = match refused {
+                    Refused::Invalid(InvalidInput(msg)) => {
+                        warn!(cause = %msg, "invalid task input");
+                        Failure::new(ErrorName::InvalidInput, msg)
+                    }
+                    Refused::Forbidden(f) => {
+                        warn!(cause = %f, "task input forbidden by the policy");
+                        Failure::new(ErrorName::Forbidden, f.to_string())
+                    }
+                };
                 reporter.deliver(&Outcome::Failure(failure)).await;
                 return;
             }
@@ -157,9 +166,21 @@ fn clients_for(ctx: &Context, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceMan
 
 type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
 
+/// Why a delivered task is not run.
+enum Refused {
+    Invalid(InvalidInput),
+    Forbidden(Forbidden),
+}
+
+impl From<InvalidInput> for Refused {
+    fn from(e: InvalidInput) -> Self {
+        Refused::Invalid(e)
+    }
+}
+
 /// Input → a journal entry and the clients to run it with. Task input may only name allowed
-/// Livy endpoints (host and port).
-fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, InvalidInput> {
+/// Livy endpoints (host and port), and only ask for what the operator's policy allows.
+fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Refused> {
     let input = input::parse(&task.input)?;
     let base = match &input.livy {
         None => ctx.livy.base().clone(),
@@ -167,16 +188,16 @@ fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Inv
             let allowed = &ctx.settings.allowed_endpoints;
             if !allowed.iter().any(|e| e.host == *host && e.port == *port) {
                 let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-                return Err(InvalidInput(format!(
+                return Err(Refused::Invalid(InvalidInput(format!(
                     "LivyHost/LivyPort {host}:{port} is not a Livy endpoint this worker may use (allowed: {}); see --allowed-livy-endpoint",
                     list.join(", ")
-                )));
+                ))));
             }
             let mut url: Url = ctx.livy.base().clone();
             if url.set_host(Some(host)).is_err() || url.set_port(Some(*port)).is_err() {
-                return Err(InvalidInput(format!(
+                return Err(Refused::Invalid(InvalidInput(format!(
                     "LivyHost/LivyPort {host}:{port} do not form a URL"
-                )));
+                ))));
             }
             url
         }
@@ -187,6 +208,10 @@ fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Inv
         batch::name_for(name.as_deref(), &key),
         ctx.settings.default_file.as_deref(),
     )?;
+    ctx.settings
+        .policy
+        .apply(&mut request)
+        .map_err(Refused::Forbidden)?;
     batch::add_tag(&mut request, &batch::tag_for(&key));
     let entry = Entry::new(
         task.token.secret().to_owned(),

@@ -15,6 +15,7 @@ use spark_activity_worker::batch::{self, Timing};
 use spark_activity_worker::config::Endpoint;
 use spark_activity_worker::journal::{Entry, Journal};
 use spark_activity_worker::livy::CreateBatch;
+use spark_activity_worker::policy::Policy;
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken};
 use spark_activity_worker::supervisor::{Context, InFlight, Settings};
 use spark_activity_worker::task;
@@ -71,6 +72,7 @@ fn rig(name: &str, timing: Timing) -> Rig {
                 host: "livy.test".into(),
                 port: 8998,
             }],
+            policy: Policy::default(),
             timing,
         },
         in_flight: InFlight::default(),
