@@ -27,6 +27,12 @@
 //! - `PUT /ws/v1/cluster/apps/{appid}/state {"state":"KILLED"}`: 202 and the kill lands shortly
 //!   after (a batch following the application becomes `killed`); 200 on a final application.
 //!
+//! # HTTPS
+//! `--tls-ca-out PATH`: HTTPS only, every route on the one listener. At start the server makes a
+//! fresh CA and a leaf certificate it signs for `localhost`, `127.0.0.1` and `::1`, and writes the
+//! CA certificate (PEM) to PATH before it prints its `listening on` line (unchanged). TLS 1.2 and
+//! 1.3 by rustls with `ring`, HTTP/1.1.
+//!
 //! # Control API (`/_control`, never faulted)
 //! - `GET stats`: counters (`posts`, `created`, `deletes`, `yarn_kills`), every batch ever created
 //!   and every application ever submitted (with who killed it).
@@ -52,6 +58,7 @@
 //!   the cluster under the same lock), the log ring buffer, paging arithmetic.
 //! - `runner.rs`: spark-submit children and the `sim:` script.
 //! - `faults.rs`: fault-injection settings.
+//! - `tls.rs`: the generated CA and certificate, the TLS listener.
 //!
 //! # Deviations from Livy and YARN
 //! - Without `--local-dir-whitelist`, every local path is allowed (Livy allows none).
@@ -72,13 +79,17 @@ mod request;
 mod runner;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod yarn;
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::serve::Listener;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -122,6 +133,9 @@ struct Cli {
     /// Require an `X-Requested-By` header on POST and DELETE.
     #[arg(long, env = "LIVY_SERVER_CSRF")]
     csrf: bool,
+    /// Serve HTTPS with a CA made at start, whose certificate (PEM) is written here.
+    #[arg(long, env = "LIVY_SERVER_TLS_CA_OUT")]
+    tls_ca_out: Option<PathBuf>,
 }
 
 /// Seconds, fractions allowed.
@@ -155,6 +169,16 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> std::io::Result<()> {
+    let tls = match &cli.tls_ca_out {
+        Some(path) => {
+            let identity = tls::generate().map_err(std::io::Error::other)?;
+            std::fs::write(path, &identity.ca_pem).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })?;
+            Some(identity.config)
+        }
+        None => None,
+    };
     let app = Arc::new(App::new(Settings {
         spark_submit: cli.spark_submit,
         spark_master: cli.spark_master,
@@ -171,12 +195,25 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
     drop(out);
-    info!(%addr, "serving");
+    info!(%addr, tls = tls.is_some(), "serving");
 
     tokio::spawn(sweep(app.clone(), cli.retain_sweep_secs));
+    let router = api::router(app.clone());
+    match tls {
+        Some(config) => run(app, tls::TlsListener::new(listener, config)?, router).await,
+        None => run(app, listener, router).await,
+    }
+}
+
+/// Serves until SIGINT or SIGTERM, then stops like Livy and drains.
+async fn run<L>(app: Arc<App>, listener: L, router: Router) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let mut terminate = signal(SignalKind::terminate())?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::router(app.clone()))
+    let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         })
