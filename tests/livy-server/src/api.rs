@@ -1,6 +1,7 @@
 //! HTTP routes: Livy's batch API (behind fault injection and the optional CSRF check), merged
 //! with the simulated ResourceManager's routes and the test-only `/_control` API (neither of which
-//! is affected by Livy's faults or CSRF check).
+//! is affected by Livy's faults or CSRF check), all behind the optional authentication, which
+//! leaves `/_control` alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::auth::{self, User};
 use crate::batch::{App, Batch, LookupError, YarnLink, list_slice, log_page};
 use crate::control;
 use crate::request::CreateRequest;
@@ -76,6 +78,11 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(yarn::routes(app.clone()))
         .fallback(|| async { ApiError::Msg(StatusCode::NOT_FOUND, "Not found".into()) })
         .layer(middleware::map_response(json_by_default))
+        // Outermost, as Hadoop's filter runs before Livy's; its own replies are not JSON.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
         .with_state(app)
 }
 
@@ -174,7 +181,7 @@ async fn list(State(app): Shared, Query(q): Query<HashMap<String, String>>) -> A
     ok(json!({"from": from, "total": held.len(), "sessions": sessions}))
 }
 
-async fn create(State(app): Shared, body: Bytes) -> ApiResult {
+async fn create(State(app): Shared, user: Option<Extension<User>>, body: Bytes) -> ApiResult {
     let settings = &app.settings;
     // The whole create runs under the lock: Livy serialises creations too.
     let mut reg = app.lock();
@@ -209,6 +216,7 @@ async fn create(State(app): Shared, body: Bytes) -> ApiResult {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let sim = matches!(launch, Launch::Sim(_));
     let mut batch = Batch::new(id, req.name.clone(), file, request, sim);
+    batch.owner = user.map(|Extension(User(name))| name);
     let key = reg.batches.len();
     // In YARN cluster mode the application is submitted at once; local mode has none.
     if let Launch::Sim(spec) = &launch {

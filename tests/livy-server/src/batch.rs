@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::auth::{Auth, AuthStats};
 use crate::faults::Faults;
 use crate::yarn::{Cluster, FinalStatus, YarnApp, YarnState, am_logs_url, tracking_url};
 
@@ -34,6 +35,7 @@ pub struct Settings {
     pub retain: Duration,
     pub delete_delay: Duration,
     pub csrf: bool,
+    pub auth: Auth,
 }
 
 /// Everything the handlers and runners share.
@@ -41,6 +43,7 @@ pub struct App {
     pub settings: Settings,
     pub registry: Mutex<Registry>,
     pub faults: Mutex<Faults>,
+    pub auth_stats: Mutex<AuthStats>,
     /// The cluster timestamp in simulated YARN application ids.
     pub started_ms: u128,
     app_seq: AtomicU32,
@@ -55,6 +58,7 @@ impl App {
             settings,
             registry: Mutex::default(),
             faults: Mutex::default(),
+            auth_stats: Mutex::default(),
             started_ms,
             app_seq: AtomicU32::new(1),
         }
@@ -122,6 +126,8 @@ pub struct YarnLink {
 pub struct Batch {
     pub id: i32,
     pub name: Option<String>,
+    /// Who created it, when auth is on: the client principal or the Basic user.
+    pub owner: Option<String>,
     pub file: String,
     /// The original POST body, for the control API.
     pub request: Value,
@@ -151,6 +157,7 @@ impl Batch {
         Batch {
             id,
             name,
+            owner: None,
             file,
             request,
             sim,
@@ -247,7 +254,7 @@ impl Batch {
         json!({
             "id": self.id,
             "name": self.name,
-            "owner": null,
+            "owner": self.owner,
             "proxyUser": null,
             "state": self.state,
             "appId": self.app_id,
@@ -378,7 +385,7 @@ impl Registry {
             .iter()
             .map(|b| {
                 let app = b.yarn.as_ref().map(|l| &self.yarn.apps[l.app].id);
-                json!({"id": b.id, "name": b.name, "file": b.file, "state": b.state,
+                json!({"id": b.id, "name": b.name, "owner": b.owner, "file": b.file, "state": b.state,
                        "deleted": !b.held, "request": b.request, "yarn_app": app})
             })
             .collect();

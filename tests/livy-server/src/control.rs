@@ -47,7 +47,16 @@ fn ok(body: serde_json::Value) -> ApiResult {
 }
 
 async fn stats(State(app): Shared) -> ApiResult {
-    ok(app.lock().stats())
+    let mut stats = app.lock().stats();
+    let auth = app
+        .auth_stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .view();
+    if let (Some(stats), serde_json::Value::Object(auth)) = (stats.as_object_mut(), auth) {
+        stats.extend(auth);
+    }
+    ok(stats)
 }
 
 async fn set_faults(State(app): Shared, body: Bytes) -> ApiResult {

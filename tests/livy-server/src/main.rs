@@ -27,15 +27,42 @@
 //! - `PUT /ws/v1/cluster/apps/{appid}/state {"state":"KILLED"}`: 202 and the kill lands shortly
 //!   after (a batch following the application becomes `killed`); 200 on a final application.
 //!
-//! # HTTPS
-//! `--tls-ca-out PATH`: HTTPS only, every route on the one listener. At start the server makes a
-//! fresh CA and a leaf certificate it signs for `localhost`, `127.0.0.1` and `::1`, and writes the
-//! CA certificate (PEM) to PATH before it prints its `listening on` line (unchanged). TLS 1.2 and
-//! 1.3 by rustls with `ring`, HTTP/1.1.
+//! # Security (all off by default)
+//! - `--tls-ca-out PATH`: HTTPS only, every route on the one listener. At start the server makes a
+//!   fresh CA and a leaf certificate it signs for `localhost`, `127.0.0.1` and `::1`, and writes
+//!   the CA certificate (PEM) to PATH before it prints its `listening on` line (unchanged).
+//!   TLS 1.2 and 1.3 by rustls with `ring`, HTTP/1.1.
+//! - `--basic-user USER --basic-password-file FILE` (both or neither; a trailing newline in FILE
+//!   is not part of the password): every route but `/_control` wants `Authorization: Basic` with
+//!   exactly that user and password, else 401 with `WWW-Authenticate: Basic realm="livy"` and an
+//!   empty body.
+//! - `--kerberos-keytab PATH --kerberos-principal HTTP/host@REALM` (both or neither; not with
+//!   Basic): Kerberos SPNEGO like Livy behind Hadoop's `AuthenticationFilter`. The keytab is read
+//!   through MIT GSSAPI at start (a keytab without the principal stops the server before it
+//!   listens). Every route but `/_control` wants a valid `hadoop.auth` cookie or
+//!   `Authorization: Negotiate <token>` (SPNEGO or raw krb5). An accepted token gets the normal
+//!   reply plus `WWW-Authenticate: Negotiate <token>` (when GSSAPI made one) and
+//!   `Set-Cookie: hadoop.auth="u=<short name>&p=<principal>&t=kerberos&e=<expiry ms>&s=<sig>";
+//!   Path=/; HttpOnly` (`; Secure` before `HttpOnly` over HTTPS), signed with HMAC-SHA256 under a
+//!   random per-process secret. A missing, forged, tampered or expired cookie without a token gets
+//!   401 `WWW-Authenticate: Negotiate`; a token GSSAPI rejects gets 403 `GSSException: ...`; both
+//!   clear the cookie (`Set-Cookie: hadoop.auth=; Max-Age=0; ...`), as Hadoop does.
+//! - `--auth-cookie-ttl DURATION` (`10h` like Hadoop's `token.validity`; `3s`, `500ms`, or plain
+//!   seconds): how long a cookie admits its bearer. It carries no `Expires`, so clients keep
+//!   sending it and the server is the one to refuse it.
+//! - A batch created by an authenticated client shows it as `owner`: the client principal
+//!   (`spark-worker@SPARK.TEST`) under Kerberos, the user under Basic.
 //!
-//! # Control API (`/_control`, never faulted)
+//! Every flag also reads a `LIVY_SERVER_*` variable (`LIVY_SERVER_TLS_CA_OUT`, ...).
+//!
+//! # Control API (`/_control`, never faulted, never behind auth)
 //! - `GET stats`: counters (`posts`, `created`, `deletes`, `yarn_kills`), every batch ever created
-//!   and every application ever submitted (with who killed it).
+//!   (with its `owner`) and every application ever submitted (with who killed it); and the auth
+//!   counters, over every route but `/_control`: `spnego_handshakes` (Negotiate tokens accepted),
+//!   `spnego_rejected` (tokens GSSAPI refused), `cookie_auths` (requests admitted by a cookie),
+//!   `basic_auths` (requests admitted by Basic), `auth_rejected` (401 and 403 answers of the auth
+//!   check), `credentialed_requests` (requests that carried any `Authorization` header, counted
+//!   even when auth is off), and `principals` (the distinct client principals admitted, sorted).
 //! - `POST faults`: Livy error rate/status and latency, a lost or slowed `POST /batches` reply, and
 //!   an RM error rate/status.
 //! - `POST batches/{id}/state {"state", "yarn"}`: forces Livy's state; with `yarn` (the default)
@@ -51,6 +78,8 @@
 //! # Layout
 //! - `main.rs`: command line, logging, serving, retention sweep, shutdown.
 //! - `api.rs`: the Livy routes, the fault/CSRF gate, the router that merges all routes.
+//! - `auth.rs`: the Basic and Kerberos checks, the `hadoop.auth` cookie, the auth counters.
+//! - `gss.rs`: the GSSAPI acceptor (the crate's only unsafe code: acquiring its credentials).
 //! - `yarn.rs`: the ResourceManager: application records, the cluster registry, the RM routes.
 //! - `control.rs`: the control routes.
 //! - `request.rs`: the create body, checked like Jackson and Livy, and the spark-submit arguments.
@@ -63,18 +92,27 @@
 //! # Deviations from Livy and YARN
 //! - Without `--local-dir-whitelist`, every local path is allowed (Livy allows none).
 //! - A create that fails file validation leaves no "ghost" batch behind.
-//! - No auth, ACLs, impersonation or conf blacklist; `owner` and `proxyUser` are always null.
+//! - Auth is Basic (which Livy only has through a custom filter) or Kerberos SPNEGO, never both.
+//!   Kerberos keeps the full client principal as `owner` where Livy shows the short name, and
+//!   knows no `auth_to_local` rules (the short name is the principal's first component), no proxy
+//!   users, no `hadoop.auth` cookie domain, persistence or secret rotation, and always answers
+//!   a SPNEGO continuation with 401 (each request gets a fresh GSSAPI context, as in Hadoop).
+//! - No ACLs, impersonation or conf blacklist; `proxyUser` is always null, and so is `owner`
+//!   without auth.
+//! - The RM and unknown paths sit behind the same auth as Livy (a real RM has its own).
 //! - Only `sim:` batches are YARN applications; real batches run in local mode beside the
 //!   simulated cluster.
 //! - A forced state stops the application's script for good (unless Livy was told to misreport).
 //! - The RM knows only `applicationTags` and `states` as list filters, never forgets an
-//!   application, accepts only `KILLED` as a target state, and needs no user or auth.
+//!   application, accepts only `KILLED` as a target state, and needs no user.
 //! - A recovered batch re-attaches after a fixed short delay rather than at Livy's poll interval.
 
 mod api;
+mod auth;
 mod batch;
 mod control;
 mod faults;
+mod gss;
 mod request;
 mod runner;
 #[cfg(test)]
@@ -95,7 +133,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
+use crate::auth::{Auth, Basic, Kerberos};
 use crate::batch::{App, Settings};
+use crate::gss::Acceptor;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -136,6 +176,30 @@ struct Cli {
     /// Serve HTTPS with a CA made at start, whose certificate (PEM) is written here.
     #[arg(long, env = "LIVY_SERVER_TLS_CA_OUT")]
     tls_ca_out: Option<PathBuf>,
+    /// Require HTTP Basic auth as this user (with `--basic-password-file`).
+    #[arg(long, env = "LIVY_SERVER_BASIC_USER", requires = "basic_password_file")]
+    basic_user: Option<String>,
+    /// The file holding the Basic user's password (a trailing newline is not part of it).
+    #[arg(long, env = "LIVY_SERVER_BASIC_PASSWORD_FILE", requires = "basic_user")]
+    basic_password_file: Option<PathBuf>,
+    /// Require Kerberos SPNEGO, accepting with this keytab (with `--kerberos-principal`).
+    #[arg(
+        long,
+        env = "LIVY_SERVER_KERBEROS_KEYTAB",
+        requires = "kerberos_principal",
+        conflicts_with = "basic_user"
+    )]
+    kerberos_keytab: Option<PathBuf>,
+    /// The service principal to accept tickets for, e.g. `HTTP/localhost@SPARK.TEST`.
+    #[arg(
+        long,
+        env = "LIVY_SERVER_KERBEROS_PRINCIPAL",
+        requires = "kerberos_keytab"
+    )]
+    kerberos_principal: Option<String>,
+    /// How long a `hadoop.auth` cookie admits its bearer: `10h`, `3s`, or seconds.
+    #[arg(long, env = "LIVY_SERVER_AUTH_COOKIE_TTL", default_value = "10h", value_parser = duration)]
+    auth_cookie_ttl: Duration,
 }
 
 /// Seconds, fractions allowed.
@@ -146,6 +210,37 @@ fn secs(s: &str) -> Result<Duration, String> {
         return Err("must be positive".into());
     }
     Ok(d)
+}
+
+/// A humantime duration (`10h`, `500ms`) or plain seconds; positive.
+fn duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be positive".into()),
+        Ok(d) => Ok(d),
+        Err(e) => secs(s).map_err(|_| e.to_string()),
+    }
+}
+
+/// The auth mode the flags ask for; Kerberos credentials are acquired here, so a bad keytab or
+/// principal stops the server before it listens.
+fn auth(cli: &Cli) -> Result<Auth, String> {
+    if let (Some(user), Some(file)) = (&cli.basic_user, &cli.basic_password_file) {
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let password = password.trim_end_matches(['\n', '\r']).to_string();
+        let user = user.clone();
+        return Ok(Auth::Basic(Basic { user, password }));
+    }
+    if let (Some(keytab), Some(principal)) = (&cli.kerberos_keytab, &cli.kerberos_principal) {
+        let acceptor = Arc::new(Acceptor::new(keytab, principal)?);
+        let secure = cli.tls_ca_out.is_some();
+        return Ok(Auth::Kerberos(Kerberos::new(
+            acceptor,
+            cli.auth_cookie_ttl,
+            secure,
+        )));
+    }
+    Ok(Auth::Off)
 }
 
 #[tokio::main]
@@ -169,6 +264,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> std::io::Result<()> {
+    let auth = auth(&cli).map_err(std::io::Error::other)?;
     let tls = match &cli.tls_ca_out {
         Some(path) => {
             let identity = tls::generate().map_err(std::io::Error::other)?;
@@ -187,6 +283,7 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
         retain: cli.state_retain_secs,
         delete_delay: Duration::from_millis(cli.delete_delay_ms),
         csrf: cli.csrf,
+        auth,
     }));
     let listener = TcpListener::bind((cli.host.as_str(), cli.port)).await?;
     let addr = listener.local_addr()?;
@@ -195,13 +292,21 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
     drop(out);
-    info!(%addr, tls = tls.is_some(), "serving");
+    info!(%addr, tls = tls.is_some(), auth = ?auth_mode(&app.settings.auth), "serving");
 
     tokio::spawn(sweep(app.clone(), cli.retain_sweep_secs));
     let router = api::router(app.clone());
     match tls {
         Some(config) => run(app, tls::TlsListener::new(listener, config)?, router).await,
         None => run(app, listener, router).await,
+    }
+}
+
+fn auth_mode(auth: &Auth) -> &'static str {
+    match auth {
+        Auth::Off => "off",
+        Auth::Basic(_) => "basic",
+        Auth::Kerberos(_) => "kerberos",
     }
 }
 
@@ -258,5 +363,42 @@ mod tests {
             .expect("valid flags");
         assert_eq!(cli.state_retain_secs, Duration::from_millis(500));
         assert!(Cli::try_parse_from(["livy-server", "--retain-sweep-secs", "-1"]).is_err());
+    }
+
+    #[test]
+    fn auth_flags_come_in_pairs_and_one_mode_at_a_time() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["livy-server"], args].concat());
+        let cli = parse(&[]).expect("no auth");
+        assert_eq!(cli.auth_cookie_ttl, Duration::from_secs(36000));
+        assert!(matches!(auth(&cli), Ok(Auth::Off)));
+        for ttl in ["3s", "3"] {
+            let cli = parse(&["--auth-cookie-ttl", ttl]).expect("valid ttl");
+            assert_eq!(cli.auth_cookie_ttl, Duration::from_secs(3));
+        }
+        assert!(parse(&["--auth-cookie-ttl", "0"]).is_err());
+        assert!(parse(&["--auth-cookie-ttl", "soon"]).is_err());
+        assert!(parse(&["--basic-user", "u"]).is_err());
+        assert!(parse(&["--basic-password-file", "/p"]).is_err());
+        assert!(parse(&["--kerberos-keytab", "/k"]).is_err());
+        assert!(parse(&["--kerberos-principal", "HTTP/h@R"]).is_err());
+        let both = [
+            "--basic-user",
+            "u",
+            "--basic-password-file",
+            "/p",
+            "--kerberos-keytab",
+            "/k",
+            "--kerberos-principal",
+            "HTTP/h@R",
+        ];
+        assert!(parse(&both).is_err());
+        let tls = parse(&["--tls-ca-out", "/tmp/ca.pem"]).expect("TLS");
+        assert_eq!(
+            tls.tls_ca_out.as_deref(),
+            Some(std::path::Path::new("/tmp/ca.pem"))
+        );
+        let basic = parse(&["--basic-user", "u", "--basic-password-file", "/nonexistent"]);
+        let err = auth(&basic.expect("pair")).expect_err("no password file");
+        assert!(err.contains("/nonexistent"), "{err}");
     }
 }

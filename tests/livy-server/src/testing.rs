@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::api::router;
+use crate::auth::Auth;
 use crate::batch::{App, Settings};
 
 pub fn server(csrf: bool) -> Router {
@@ -17,6 +18,10 @@ pub fn server(csrf: bool) -> Router {
 }
 
 pub fn server_with(csrf: bool, max_creating: usize) -> Router {
+    server_with_auth(csrf, max_creating, Auth::Off)
+}
+
+pub fn server_with_auth(csrf: bool, max_creating: usize, auth: Auth) -> Router {
     router(Arc::new(App::new(Settings {
         spark_submit: "/nonexistent/spark-submit".into(),
         spark_master: "local[1]".into(),
@@ -25,6 +30,7 @@ pub fn server_with(csrf: bool, max_creating: usize) -> Router {
         retain: Duration::from_secs(600),
         delete_delay: Duration::ZERO,
         csrf,
+        auth,
     })))
 }
 
@@ -44,6 +50,28 @@ pub async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusC
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// One request with extra headers; the status, the headers and the body as text.
+pub async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Body::from(body.to_string()))
+        .expect("valid request");
+    let res = app.clone().oneshot(req).await.expect("infallible");
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (parts.status, parts.headers, text)
 }
 
 pub async fn stats(app: &Router) -> Value {
