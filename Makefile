@@ -28,10 +28,11 @@ deploy: deps
 	$(CARGO) build --bin spark-activity-worker
 	tests/deploy/run.sh target/debug/spark-activity-worker
 
-# Real LocalStack Step Functions + the Livy-compatible server running real spark-submit.
+# Real LocalStack Step Functions + the Livy-compatible server running real spark-submit, and a
+# real MIT KDC on loopback for the Kerberos tests.
 e2e: deps
 	$(CARGO) build -p livy-server
-	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
+	tests/rig/with-localstack.sh tests/rig/with-kdc.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
 test: deps lint unit component deploy e2e release-check systemd
 

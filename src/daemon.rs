@@ -239,6 +239,7 @@ async fn security(args: &RunArgs) -> Result<(Trust, Auth), BadConfig> {
                 KEYTAB_CREDENTIAL,
                 "--livy-auth kerberos needs --kerberos-keytab (or a kerberos-keytab credential from systemd's LoadCredential=)",
             )?;
+            check_secret_file(&keytab, "--kerberos-keytab")?;
             let login = {
                 let (principal, keytab) = (principal.clone(), keytab.clone());
                 tokio::task::spawn_blocking(move || Kerberos::login(&principal, &keytab))
@@ -276,6 +277,18 @@ fn password(args: &RunArgs) -> Result<String, BadConfig> {
         )));
     }
     Ok(first.to_owned())
+}
+
+/// A secret file must be there, readable and filled in (install.sh creates them empty).
+fn check_secret_file(path: &std::path::Path, flag: &str) -> Result<(), BadConfig> {
+    match std::fs::metadata(path) {
+        Err(e) => Err(BadConfig(format!("{flag} {}: {e}", path.display()))),
+        Ok(m) if m.len() == 0 => Err(BadConfig(format!(
+            "{flag} {}: the file is empty; put the secret in it",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The file a flag names, else the systemd credential of that name (`$CREDENTIALS_DIRECTORY`).

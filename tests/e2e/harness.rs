@@ -271,14 +271,33 @@ impl Livy {
             .expect("port");
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // With --tls-ca-out the server speaks HTTPS with a certificate from the CA it wrote there;
+        // a Kerberos server is reached by name, as SPNEGO needs (HTTP/localhost).
+        let ca = flag_value(&args, "--tls-ca-out").map(PathBuf::from);
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let host = if args.iter().any(|a| a == "--kerberos-principal") {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).expect("the server wrote its CA");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+        }
         Livy {
             child,
             port,
-            url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            url: format!("{scheme}://{host}:{port}"),
+            http: http.build().expect("client"),
             args,
             dir: dir.to_owned(),
         }
+    }
+
+    /// Starts a server on a given port (e.g. where a worker already waits for its Livy).
+    pub async fn start_on_port(dir: &Path, port: u16, args: &[&str]) -> Self {
+        Self::start_on(dir, port, args.iter().map(|s| (*s).to_owned()).collect()).await
     }
 
     /// Kills the server process (connections now refused); its state is gone.
@@ -350,6 +369,21 @@ impl Livy {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A free loopback port (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
 }
 
 pub fn batches(stats: &Value) -> Vec<Value> {
@@ -484,7 +518,11 @@ impl Worker {
                     .filter(|(flag, _)| !extra.contains(flag))
                     .flat_map(|(flag, value)| [*flag, *value]),
             )
-            .args(["--log-level", "info,spark_activity_worker=debug"])
+            .args(
+                ["--log-level", "info,spark_activity_worker=debug"]
+                    .iter()
+                    .filter(|_| !extra.contains(&"--log-level")),
+            )
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())

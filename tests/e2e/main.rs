@@ -6,6 +6,7 @@ mod harness;
 mod lifecycle;
 mod once;
 mod proxy;
+mod secure;
 mod spark;
 mod systemd;
 
