@@ -36,6 +36,22 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
+/// The test Livy as a Kerberos SPNEGO acceptor with the realm's `HTTP/localhost` keytab.
+async fn kerberos_livy(dir: &Path, extra: &[&str]) -> Livy {
+    let (keytab, principal) = (
+        kdc("SPARK_TEST_SERVICE_KEYTAB"),
+        kdc("SPARK_TEST_SERVICE_PRINCIPAL"),
+    );
+    let mut args = vec![
+        "--kerberos-keytab",
+        &keytab,
+        "--kerberos-principal",
+        &principal,
+    ];
+    args.extend_from_slice(extra);
+    Livy::start(dir, &args).await
+}
+
 fn kdc(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the e2e tests under tests/rig/with-kdc.sh (make e2e does)")
@@ -253,16 +269,7 @@ async fn a_livy_that_comes_back_untrusted_stops_the_worker_and_fails_no_task() {
 async fn kerberos_runs_spark_with_spnego_on_livy_and_yarn_reusing_the_cookie() {
     let (dir, sfn, livy, activity) = rig("kerberos", &[]).await;
     drop(livy);
-    let livy = Livy::start(
-        &dir,
-        &[
-            "--kerberos-keytab",
-            &kdc("SPARK_TEST_SERVICE_KEYTAB"),
-            "--kerberos-principal",
-            &kdc("SPARK_TEST_SERVICE_PRINCIPAL"),
-        ],
-    )
-    .await;
+    let livy = kerberos_livy(&dir, &[]).await;
     assert!(livy.url.starts_with("http://localhost:"), "{}", livy.url);
 
     // A keytab the KDC no longer takes: one line at start.
@@ -342,18 +349,7 @@ async fn an_expired_ticket_is_renewed_from_the_keytab_mid_run() {
     // Cookies last 2 s, so the worker needs a fresh SPNEGO token (a service ticket) every few
     // seconds; the short-lived principal's tickets last 30 s, so over a 75 s job its first TGT
     // expires twice and only new ones from the keytab keep the job supervised.
-    let livy = Livy::start(
-        &dir,
-        &[
-            "--kerberos-keytab",
-            &kdc("SPARK_TEST_SERVICE_KEYTAB"),
-            "--kerberos-principal",
-            &kdc("SPARK_TEST_SERVICE_PRINCIPAL"),
-            "--auth-cookie-ttl",
-            "2s",
-        ],
-    )
-    .await;
+    let livy = kerberos_livy(&dir, &["--auth-cookie-ttl", "2s"]).await;
     let started = Instant::now();
     let worker = Worker::start(
         &dir,
