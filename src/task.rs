@@ -91,7 +91,13 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
         };
         let pending = entry.report.as_ref().map(Outcome::from_report);
         let base = match Url::parse(&entry.livy_url) {
-            Ok(url) => url,
+            // An entry written before URLs were refused credentials may hold some: never use
+            // (and so never report) them.
+            Ok(mut url) => {
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                url
+            }
             Err(e) => {
                 error!(error = %e, "journal entry has a bad Livy URL");
                 let f = Failure::new(

@@ -489,6 +489,35 @@ async fn an_old_entry_is_looked_up_by_name_before_the_retention_rule() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn credentials_in_an_older_journal_entrys_url_are_never_used_or_reported() {
+    let r = rig("resume-creds", timing());
+    let token = TaskToken::new("written-by-an-older-version");
+    let (key, mut entry) = r.entry(&token, "etl");
+    let mut with_creds = r.livy.base.clone();
+    with_creds.set_username("spark").expect("user");
+    with_creds.set_password(Some("s3cret")).expect("password");
+    entry.livy_url = with_creds.to_string();
+    r.livy.state().held.push(fakes::Held {
+        id: 7,
+        name: Some(entry.batch_name.clone()),
+        state: "success".into(),
+        app_id: None,
+    });
+    r.resume(key, entry).await;
+    let out = output(&r.report(Duration::from_secs(30)).await);
+    assert_eq!(out["batchId"], 7);
+    let shown = out.to_string();
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("spark@"),
+        "{shown}"
+    );
+    assert_eq!(
+        out["livyUrl"],
+        format!("{}/batches/7", r.livy.base.as_str().trim_end_matches('/'))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_old_entry_only_yarn_knows_is_followed_there() {
     let r = rig("resume-yarn", timing());
     let token = TaskToken::new("old-in-yarn");
