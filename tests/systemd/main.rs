@@ -285,12 +285,20 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
         exec <= started && started <= active,
         "process started {exec}, worker ready {started}, unit active {active}"
     );
+    // The secrets: root's empty placeholders on disk, handed to the service as credentials.
+    assert_eq!(
+        ct.run("stat -c '%U %a %s' /etc/spark-activity-worker/livy-password /etc/spark-activity-worker/kerberos.keytab"),
+        "root 600 0\nroot 600 0\n"
+    );
+    let creds = ct.run(&format!("ls /run/credentials/{UNIT}/"));
+    assert_eq!(creds, "kerberos-keytab\nlivy-password\n", "LoadCredential=");
     step(
         3,
         &format!(
             "active only after READY=1: process started {exec}, worker logged its start {started}, \
-             unit active {active}; status \"{}\"",
-            node.show("StatusText")
+             unit active {active}; status \"{}\"; credentials {}",
+            node.show("StatusText"),
+            creds.split_whitespace().collect::<Vec<_>>().join(", ")
         ),
     );
 
