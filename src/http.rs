@@ -122,37 +122,115 @@ const SCHEMES: [&str; 3] = ["basic", "bearer", "negotiate"];
 
 /// Replaces what looks like a credential in one line of text: the user info of URLs
 /// (`scheme://user:pass@host`), the word after `Basic`/`Bearer`/`Negotiate`, and the value of
-/// `password=`, `token: ` and the like.
+/// `password=`, `token: ` and the like anywhere in a word (`user=bob&password=…`, `{"token":…`),
+/// to the end of the word, or the next word when the value starts there; a quoted value is
+/// hidden to its closing quote, across words.
 pub fn strip_credentials(line: &str) -> String {
-    let words: Vec<&str> = line.split(' ').collect();
-    let mut out: Vec<String> = Vec::with_capacity(words.len());
-    let mut hide_next = false;
-    for word in words {
-        let lower = word.to_ascii_lowercase();
-        let bare = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-        if hide_next && !word.is_empty() {
-            out.push("***".to_owned());
-            // `Authorization: Basic <token>`: the scheme is hidden, and so is its token.
-            hide_next = SCHEMES.contains(&bare);
+    let mut out: Vec<String> = Vec::new();
+    let mut hiding = Hiding::No;
+    for word in line.split(' ') {
+        if word.is_empty() {
+            out.push(String::new());
             continue;
         }
-        if SCHEMES.contains(&bare) {
-            hide_next = true;
-        }
-        let mut w = strip_userinfo(word);
-        if let Some(pos) = w.find(['=', ':']) {
-            let key = w[..pos].to_ascii_lowercase();
-            if SECRET_KEYS.iter().any(|k| key.contains(k)) {
-                if pos + 1 == w.len() {
-                    hide_next = true;
-                } else {
-                    w = format!("{}***", &w[..=pos]);
+        match hiding {
+            Hiding::Quoted(q) => {
+                out.push("***".to_owned());
+                if word.contains(q) {
+                    hiding = Hiding::No;
                 }
+                continue;
+            }
+            Hiding::NextWord => {
+                out.push("***".to_owned());
+                hiding = after_hidden(word);
+                continue;
+            }
+            Hiding::No => {}
+        }
+        let w = strip_userinfo(word);
+        match secret_value_start(&w) {
+            // `password:` ending the word: its value is the next word.
+            Some(cut)
+                if w[cut..]
+                    .chars()
+                    .all(|c| !c.is_ascii_alphanumeric() && c != '"' && c != '\'') =>
+            {
+                hiding = Hiding::NextWord;
+                out.push(w);
+            }
+            Some(cut) => {
+                hiding = after_hidden(&w[cut..]);
+                out.push(format!("{}***", &w[..cut]));
+            }
+            None => {
+                if ends_with_scheme(&w) {
+                    hiding = Hiding::NextWord;
+                }
+                out.push(w);
             }
         }
-        out.push(w);
     }
     out.join(" ")
+}
+
+/// What is still to hide after a hidden value.
+#[derive(Clone, Copy)]
+enum Hiding {
+    No,
+    /// The next word (a value after `password: `, a token after `Basic`).
+    NextWord,
+    /// Words up to and including the one holding this closing quote.
+    Quoted(char),
+}
+
+/// After hiding `value`: its scheme's token comes next (`Authorization: Basic <token>`), or the
+/// rest of a quoted value that did not close in it.
+fn after_hidden(value: &str) -> Hiding {
+    if ends_with_scheme(value) {
+        return Hiding::NextWord;
+    }
+    let open =
+        value.trim_start_matches(|c: char| !c.is_ascii_alphanumeric() && c != '"' && c != '\'');
+    match open.chars().next() {
+        Some(q @ ('"' | '\'')) if !open[1..].contains(q) => Hiding::Quoted(q),
+        _ => Hiding::No,
+    }
+}
+
+/// Where the value of the first secret key in `word` starts: just after the `=` or `:` that
+/// follows a key containing one of [`SECRET_KEYS`] (quotes around the key allowed).
+fn secret_value_start(word: &str) -> Option<usize> {
+    let lower = word.to_ascii_lowercase();
+    for (pos, c) in lower.char_indices() {
+        if c != '=' && c != ':' {
+            continue;
+        }
+        // `scheme://`: not a key.
+        if lower[pos..].starts_with("://") {
+            continue;
+        }
+        let before = lower[..pos].trim_end_matches(['"', '\'']);
+        let key_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .map_or(0, |i| i + 1);
+        let key = &before[key_start..];
+        if SECRET_KEYS.iter().any(|k| key.contains(k)) {
+            return Some(pos + 1);
+        }
+    }
+    None
+}
+
+/// Whether the last run of letters in `word` is an authentication scheme (`Basic`, `"Bearer`,
+/// `Authorization:Negotiate`).
+fn ends_with_scheme(word: &str) -> bool {
+    let trimmed = word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let start = trimmed
+        .rfind(|c: char| !c.is_ascii_alphanumeric())
+        .map_or(0, |i| i + 1);
+    let last = trimmed[start..].to_ascii_lowercase();
+    SCHEMES.contains(&last.as_str())
 }
 
 /// `scheme://user:pass@host/...` → `scheme://***@host/...`, anywhere in a word.
@@ -220,6 +298,41 @@ mod tests {
             strip_credentials("Session '7' not found."),
             "Session '7' not found."
         );
+    }
+
+    #[test]
+    fn credentials_later_in_a_word_or_split_across_words_are_replaced() {
+        for (text, shown) in [
+            ("user=bob&password=hunter2", "user=bob&password=***"),
+            (
+                "jdbc:postgresql://db/x?user=u&password=hunter2 failed",
+                "jdbc:postgresql://db/x?user=u&password=*** failed",
+            ),
+            (
+                "Authorization:Basic dXNlcjpwYXNz rejected",
+                "Authorization:*** *** rejected",
+            ),
+            (
+                "\"Authorization\": \"Negotiate YII\"}",
+                "\"Authorization\": *** ***",
+            ),
+            (
+                "{\"password\":\"hunter2\",\"token\":\"abc\"}",
+                "{\"password\":***",
+            ),
+            (
+                "\"password\": \"my long pass\", next",
+                "\"password\": *** *** *** next",
+            ),
+            ("password='two words' ok", "password=*** *** ok"),
+            ("(Bearer abc) denied", "(Bearer *** denied"),
+            (
+                "see https://token.example.com/x and tokens",
+                "see https://token.example.com/x and tokens",
+            ),
+        ] {
+            assert_eq!(strip_credentials(text), shown, "{text}");
+        }
     }
 
     #[test]
