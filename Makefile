@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd clean
+.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd fuzz-smoke deny clean
 
 all: build
 
@@ -64,12 +64,35 @@ release-check: deps release
 	tests/release/check.sh target/dist
 
 # The release under real systemd: systemd 252 booted as PID 1 in a container (systemd-nspawn;
-# needs root), installed by bootstrap/install.sh, against LocalStack and the Livy server.
+# needs root), installed by bootstrap/install.sh, against LocalStack and the Livy server, and with
+# Kerberos against a real MIT KDC on loopback.
 systemd: deps release
 	tests/systemd/root.sh
 	$(CARGO) build -p livy-server
-	tests/rig/with-localstack.sh $(CARGO) test --features failpoints --test systemd -- --nocapture
+	tests/rig/with-localstack.sh tests/rig/with-kdc.sh $(CARGO) test --features failpoints --test systemd -- --nocapture
+
+# The fuzz targets of fuzz/ (nightly, libFuzzer, address sanitizer, debug assertions), each for
+# FUZZ_SECONDS over the committed corpus and seeds; a crash, a failed check or a slow input fails.
+# New inputs go to fuzz/target/smoke-corpus, never into the committed corpus.
+FUZZ_TARGETS := task_input livy_reply yarn_reply quote
+FUZZ_SECONDS ?= 20
+FUZZ := PATH="$(CURDIR)/.cache/cargo-tools/bin:$$PATH" cargo +nightly fuzz
+fuzz-smoke:
+	tests/rig/install-cargo-tools.sh cargo-fuzz
+	cp Cargo.lock fuzz/Cargo.lock
+	cd fuzz && $(FUZZ) build -a
+	for t in $(FUZZ_TARGETS); do \
+	  rm -rf fuzz/target/smoke-corpus/$$t && mkdir -p fuzz/target/smoke-corpus/$$t && \
+	  (cd fuzz && $(FUZZ) run -a $$t target/smoke-corpus/$$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10) || exit 1; \
+	done
+
+# Licenses (permissive only), bans (one version of each TLS crate) and sources (crates.io only) of
+# the whole workspace, by deny.toml.
+deny:
+	tests/rig/install-cargo-tools.sh cargo-deny
+	.cache/cargo-tools/bin/cargo-deny --workspace check licenses bans sources
 
 clean:
 	$(CARGO) clean
-	rm -rf .cache
+	rm -rf .cache fuzz/target

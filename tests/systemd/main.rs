@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use container::Container;
@@ -421,6 +422,87 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
         ),
     );
 
+    // Kerberos under the hardened unit: the release binary loads the node's own
+    // libgssapi_krb5.so.2, reads /etc/krb5.conf and its keytab (a systemd credential), and talks
+    // SPNEGO to a kerberized Livy and ResourceManager (the MIT KDC runs on the host).
+    let kdc = |var: &str| {
+        std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var}: run under tests/rig/with-kdc.sh (make systemd does)")
+        })
+    };
+    let klivy = Livy::start(
+        &dir,
+        &[
+            "--kerberos-keytab",
+            &kdc("SPARK_TEST_SERVICE_KEYTAB"),
+            "--kerberos-principal",
+            &kdc("SPARK_TEST_SERVICE_PRINCIPAL"),
+        ],
+    )
+    .await;
+    let krb5_conf = std::fs::read_to_string(kdc("KRB5_CONFIG")).expect("krb5.conf");
+    ct.write("/etc/krb5.conf", &krb5_conf, "0644");
+    // The SPNEGO name is HTTP/localhost; debootstrap's /etc/hosts lacks the line EMR's has.
+    ct.run("grep -qw localhost /etc/hosts || echo '127.0.0.1 localhost' >> /etc/hosts");
+    let keytab = std::fs::read(kdc("SPARK_TEST_WORKER_KEYTAB")).expect("keytab");
+    ct.run(&format!(
+        "echo {} | base64 -d > /etc/spark-activity-worker/kerberos.keytab",
+        base64::engine::general_purpose::STANDARD.encode(keytab)
+    ));
+    ct.run(&format!(
+        "sed -i '/^SPARK_ACTIVITY_WORKER_LIVY_URL=/d; /^SPARK_ACTIVITY_WORKER_YARN_URL=/d' /etc/spark-activity-worker/env && \
+         printf '%s\n' SPARK_ACTIVITY_WORKER_LIVY_URL={url} SPARK_ACTIVITY_WORKER_YARN_URL={url} \
+           SPARK_ACTIVITY_WORKER_LIVY_AUTH=kerberos SPARK_ACTIVITY_WORKER_KERBEROS_PRINCIPAL={principal} \
+           >> /etc/spark-activity-worker/env && systemctl restart {UNIT}",
+        url = klivy.url,
+        principal = kdc("SPARK_TEST_WORKER_PRINCIPAL"),
+    ));
+    ct.until(
+        "the kerberized worker is active",
+        Duration::from_secs(30),
+        |c| c.show(UNIT, "ActiveState") == "active",
+    )
+    .await;
+    let ex = sfn
+        .start(
+            &sm,
+            &json!({"File": "sim:success?run=1&app=1", "Name": "kerberized"}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let o = loop {
+        let o = sfn.describe(&ex).await;
+        if o.status != ExecutionStatus::Running || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        o.status,
+        ExecutionStatus::Succeeded,
+        "{o:?}\n{}",
+        ct.journal(UNIT)
+    );
+    let stats = klivy.stats().await;
+    assert_eq!(
+        stats["principals"],
+        json!([kdc("SPARK_TEST_WORKER_PRINCIPAL")]),
+        "{stats}"
+    );
+    assert!(
+        ct.journal(UNIT)
+            .contains("kerberos: logged in from the keytab")
+    );
+    step(
+        9,
+        &format!(
+            "--livy-auth kerberos: the release binary loaded the node's libgssapi_krb5, logged in \
+             from its keytab credential and ran a job with SPNEGO on Livy and YARN \
+             ({} handshakes, {} calls on the hadoop.auth cookie)",
+            stats["spnego_handshakes"], stats["cookie_auths"]
+        ),
+    );
+
     // The sandbox and the system call filter allowed everything above.
     let journal = ct.journal(UNIT);
     for denied in [
@@ -433,7 +515,7 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     }
     let exposure = ct.run(&format!("systemd-analyze security {UNIT} | tail -n 1"));
     step(
-        9,
+        10,
         &format!(
             "no denial in the unit's journal (seccomp, read-only system, dynamic user); {}",
             exposure.trim()

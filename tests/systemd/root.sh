@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the root folder the systemd stage boots with systemd-nspawn: a minimal Debian bookworm
-# (systemd 252, the major version of Amazon Linux 2023) with sudo, as EMR's primary node has it.
+# (systemd 252, the major version of Amazon Linux 2023) with sudo and the Kerberos libraries, as
+# EMR's primary node has them.
 # Cached in .cache/systemd-root; rebuilt only when the package list changes. Needs root.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir="$root/.cache/systemd-root"
-packages=systemd,systemd-sysv,dbus,sudo,ca-certificates
+# libgssapi-krb5-2: MIT Kerberos' GSSAPI library, which Amazon Linux always has (krb5-libs).
+packages=systemd,systemd-sysv,dbus,sudo,ca-certificates,libgssapi-krb5-2
 want="bookworm $packages"
 if [ -f "$dir.installed" ] && [ "$(cat "$dir.installed")" = "$want" ]; then
   exit 0
