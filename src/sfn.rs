@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls;
 use sha2::{Digest, Sha256};
 
 use crate::failure::Failure;
@@ -147,7 +148,15 @@ pub struct SfnClient {
 impl SfnClient {
     /// Region, credentials and endpoint come from the standard AWS chain.
     pub async fn from_env() -> Self {
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https)
+            .load()
+            .await;
         let poll = aws_sdk_sfn::config::Builder::from(&shared)
             .timeout_config(
                 TimeoutConfig::builder()
@@ -229,6 +238,20 @@ impl Tasks for SfnClient {
             .map(drop)
             .map_err(SfnError::classify)
     }
+}
+
+/// The AWS configuration from the environment (region, credentials, endpoint), with an HTTPS
+/// client on rustls and ring: the TLS stack the Livy and YARN clients use too.
+pub async fn shared_config() -> aws_config::SdkConfig {
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
+        .load()
+        .await
 }
 
 #[cfg(test)]

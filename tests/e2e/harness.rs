@@ -70,7 +70,7 @@ impl Sfn {
             std::env::var("AWS_ENDPOINT_URL").is_ok(),
             "no LocalStack: run the e2e tests through `make test` (tests/rig/with-localstack.sh)"
         );
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = spark_activity_worker::sfn::shared_config().await;
         Sfn {
             client: aws_sdk_sfn::Client::new(&conf),
         }
