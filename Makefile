@@ -34,7 +34,7 @@ e2e: deps
 	$(CARGO) build -p livy-server
 	tests/rig/with-localstack.sh tests/rig/with-kdc.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
-test: deps lint unit component deploy e2e release-check systemd
+test: deps lint deny unit component fuzz-smoke deploy e2e release-check systemd
 
 demo: deps
 	$(CARGO) build --bins --workspace
