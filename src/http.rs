@@ -136,8 +136,13 @@ pub fn strip_credentials(line: &str) -> String {
         match hiding {
             Hiding::Quoted(q) => {
                 out.push("***".to_owned());
-                if word.contains(q) {
-                    hiding = Hiding::No;
+                // What follows the closing quote may start another secret.
+                if let Some(i) = word.find(q) {
+                    hiding = match after_hidden(&word[i + q.len_utf8()..]) {
+                        // `"… Basic" <token>`: a scheme that ended the quoted value.
+                        Hiding::No if ends_with_scheme(&word[..i]) => Hiding::NextWord,
+                        then => then,
+                    };
                 }
                 continue;
             }
@@ -184,9 +189,20 @@ enum Hiding {
     Quoted(char),
 }
 
-/// After hiding `value`: its scheme's token comes next (`Authorization: Basic <token>`), or the
-/// rest of a quoted value that did not close in it.
+/// After hiding `value`: its scheme's token comes next (`Authorization: Basic <token>`), another
+/// key's value (`token: password: <secret>`), or the rest of a quoted value that did not close in
+/// it.
 fn after_hidden(value: &str) -> Hiding {
+    if let Some(cut) = secret_value_start(value) {
+        let rest = &value[cut..];
+        if rest
+            .chars()
+            .all(|c| !c.is_ascii_alphanumeric() && c != '"' && c != '\'')
+        {
+            return Hiding::NextWord;
+        }
+        return after_hidden(rest);
+    }
     if ends_with_scheme(value) {
         return Hiding::NextWord;
     }
@@ -211,9 +227,9 @@ fn secret_value_start(word: &str) -> Option<usize> {
             continue;
         }
         let before = lower[..pos].trim_end_matches(['"', '\'']);
-        let key_start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-            .map_or(0, |i| i + 1);
+        let key_start = after_last(before, |c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        });
         let key = &before[key_start..];
         if SECRET_KEYS.iter().any(|k| key.contains(k)) {
             return Some(pos + 1);
@@ -226,24 +242,37 @@ fn secret_value_start(word: &str) -> Option<usize> {
 /// `Authorization:Negotiate`).
 fn ends_with_scheme(word: &str) -> bool {
     let trimmed = word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    let start = trimmed
-        .rfind(|c: char| !c.is_ascii_alphanumeric())
-        .map_or(0, |i| i + 1);
+    let start = after_last(trimmed, |c| !c.is_ascii_alphanumeric());
     let last = trimmed[start..].to_ascii_lowercase();
     SCHEMES.contains(&last.as_str())
 }
 
-/// `scheme://user:pass@host/...` → `scheme://***@host/...`, anywhere in a word.
+/// The byte index just after the last character of `text` matching `sep` (0 without one).
+fn after_last(text: &str, sep: impl Fn(char) -> bool) -> usize {
+    text.char_indices()
+        .rev()
+        .find(|&(_, c)| sep(c))
+        .map_or(0, |(i, c)| i + c.len_utf8())
+}
+
+/// `scheme://user:pass@host/...` → `scheme://***@host/...`, for every URL in a word.
 fn strip_userinfo(word: &str) -> String {
-    let Some(start) = word.find("://").map(|i| i + 3) else {
-        return word.to_owned();
-    };
-    let rest = &word[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{}***{}", &word[..start], &rest[at..]),
-        None => word.to_owned(),
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '?', '#']).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
     }
+    out.push_str(rest);
+    out
 }
 
 /// A URL for logs, reports and the journal: without user info.
@@ -330,6 +359,23 @@ mod tests {
                 "see https://token.example.com/x and tokens",
                 "see https://token.example.com/x and tokens",
             ),
+            (
+                "s3://b/a.py,https://u:s3kr1t@h/b.py",
+                "s3://b/a.py,https://***@h/b.py",
+            ),
+            ("token: password: s3kr1t", "token: *** ***"),
+            ("Basic password: s3kr1t", "Basic *** ***"),
+            (
+                "{\"password\":\"a b\",\"auth\":\"Bearer s3kr1t\"}",
+                "{\"password\":*** *** ***",
+            ),
+            (
+                "{\"password\":\"a b\",\"token\": \"s3kr1t\"}",
+                "{\"password\":*** *** ***",
+            ),
+            ("naïve été clé=valeur", "naïve été clé=valeur"),
+            ("token:\"a  b Basic\" s3kr1t", "token:***  *** *** ***"),
+            ("mot_de_passe_été: x", "mot_de_passe_été: x"),
         ] {
             assert_eq!(strip_credentials(text), shown, "{text}");
         }

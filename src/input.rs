@@ -349,8 +349,9 @@ impl Field<'_> {
                         Value::Bool(b) => b.to_string(),
                         other => {
                             return Err(InvalidInput(format!(
-                                "{}.{k} must be a string, number or boolean, got {}",
+                                "{}[{}] must be a string, number or boolean, got {}",
                                 self.path,
+                                shorten(&Value::String(k.clone())),
                                 shorten(other)
                             )));
                         }
@@ -404,7 +405,7 @@ fn unknown_keys(obj: &Map<String, Value>, valid: &[&str], place: &str) -> Result
         if unknown.len() > 1 { "s" } else { "" },
         unknown
             .iter()
-            .map(|k| format!("\"{k}\""))
+            .map(|k| shorten(&Value::String((*k).to_owned())))
             .collect::<Vec<_>>()
             .join(", "),
         valid.join(", ")
@@ -517,7 +518,7 @@ mod tests {
             (json!({"Args": "10"}), "Args"),
             (json!({"Args": [true]}), "Args[0]"),
             (json!({"Jars": [""]}), "Jars[0]"),
-            (json!({"Conf": {"a": {"b": 1}}}), "Conf.a"),
+            (json!({"Conf": {"a": {"b": 1}}}), "Conf[\"a\"]"),
             (json!({"Conf": ["a"]}), "Conf"),
             (json!({"Name": "x".repeat(201)}), "Name"),
             (
@@ -548,6 +549,18 @@ mod tests {
         assert!(err(json!([1])).contains("must be a JSON object"));
         assert!(err(json!("x")).contains("must be a JSON object"));
         assert!(matches!(parse("{not json"), Err(InvalidInput(m)) if m.contains("not valid JSON")));
+    }
+
+    #[test]
+    fn a_key_with_a_line_break_is_quoted_on_one_line() {
+        for input in [
+            json!({"File": "a.py", "Bad\nKey": 1}),
+            json!({"File": "a.py", "Conf": {"x\ny": null}}),
+        ] {
+            let e = parse(&input.to_string()).expect_err("invalid");
+            assert!(!e.0.contains('\n'), "{e}");
+            assert!(e.0.contains("\\n"), "the key is shown escaped: {e}");
+        }
     }
 
     #[test]

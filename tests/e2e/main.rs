@@ -136,7 +136,7 @@ async fn bad_input_fails_as_invalid_input_and_never_reaches_livy() {
         (json!({"File": "sim:success", "Args": [true]}), "Args[0]"),
         (
             json!({"File": "sim:success", "Conf": {"spark.a": {"nested": 1}}}),
-            "Conf.spark.a",
+            "Conf[\"spark.a\"]",
         ),
         (
             json!({"LivyHost": "evil.example.com", "Parameters": {"File": "sim:success"}}),
