@@ -159,34 +159,15 @@ impl Policy {
     fn size(&self, req: &CreateBatch, v: &mut Vec<String>) {
         let conf = |k: &str| req.conf.get(k).map(String::as_str);
         if let Some(cap) = self.max_executors {
-            let mut asked: Vec<(String, Option<String>)> = vec![(
-                "NumExecutors".into(),
-                req.num_executors.map(|n| n.to_string()),
-            )];
-            asked.extend(
-                EXECUTOR_COUNT_KEYS
-                    .iter()
-                    .map(|k| (format!("Conf {k:?}"), conf(k).map(str::to_owned))),
-            );
-            over_count(asked, cap, "--max-executors", v);
+            let typed = [("NumExecutors", req.num_executors)];
+            over_count(req, &typed, &EXECUTOR_COUNT_KEYS, cap, "--max-executors", v);
         }
         if let Some(cap) = self.max_cores {
-            let mut asked: Vec<(String, Option<String>)> = vec![
-                (
-                    "ExecutorCores".into(),
-                    req.executor_cores.map(|n| n.to_string()),
-                ),
-                (
-                    "DriverCores".into(),
-                    req.driver_cores.map(|n| n.to_string()),
-                ),
+            let typed = [
+                ("ExecutorCores", req.executor_cores),
+                ("DriverCores", req.driver_cores),
             ];
-            asked.extend(
-                CORE_KEYS
-                    .iter()
-                    .map(|k| (format!("Conf {k:?}"), conf(k).map(str::to_owned))),
-            );
-            over_count(asked, cap, "--max-cores", v);
+            over_count(req, &typed, &CORE_KEYS, cap, "--max-cores", v);
         }
         if let Some(cap) = self.max_memory {
             let mut asked: Vec<(String, Option<&str>)> = vec![
@@ -211,7 +192,23 @@ impl Policy {
     }
 }
 
-fn over_count(asked: Vec<(String, Option<String>)>, cap: u32, rule: &str, v: &mut Vec<String>) {
+/// Each typed count, then each conf key's value, against `cap`.
+fn over_count(
+    req: &CreateBatch,
+    typed: &[(&str, Option<u32>)],
+    conf_keys: &[&str],
+    cap: u32,
+    rule: &str,
+    v: &mut Vec<String>,
+) {
+    let asked = typed
+        .iter()
+        .map(|(field, n)| ((*field).to_owned(), n.map(|n| n.to_string())))
+        .chain(
+            conf_keys
+                .iter()
+                .map(|k| (format!("Conf {k:?}"), req.conf.get(*k).cloned())),
+        );
     for (field, value) in asked {
         let Some(value) = value else { continue };
         match value.trim().parse::<u64>() {
