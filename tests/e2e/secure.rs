@@ -15,12 +15,11 @@ const PASSWORD: &str = "pa55-Sh0uld-N3ver-Leak";
 
 /// Runs the worker binary to its exit (a start that must fail) and returns its exit code and
 /// stderr.
-fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
         .arg("run")
         .args(["--activity-arn", "arn:aws:states:us-east-1:1:activity:a"])
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("CREDENTIALS_DIRECTORY")
         .output()
         .expect("run worker");
@@ -28,6 +27,22 @@ fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`run_to_exit`] against a test Livy (and its ResourceManager) with its own state dir under
+/// `dir`, plus `extra` flags.
+fn start_refused(dir: &Path, name: &str, livy: &Livy, extra: &[&str]) -> (Option<i32>, String) {
+    let state = dir.join(format!("state-{name}"));
+    let mut args = vec![
+        "--livy-url",
+        &livy.url,
+        "--yarn-url",
+        &livy.url,
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    run_to_exit(&args)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -66,7 +81,7 @@ async fn credentials_in_a_url_are_refused_at_start_and_never_echoed() {
         format!("http://spark:{PASSWORD}@127.0.0.1:8998"),
         format!("ftp://spark:{PASSWORD}@127.0.0.1:8998"),
     ] {
-        let (code, stderr) = run_to_exit(&["--livy-url", &url, "--state-dir", state], &[]);
+        let (code, stderr) = run_to_exit(&["--livy-url", &url, "--state-dir", state]);
         assert_eq!(code, Some(2), "{stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(stderr.contains("--livy-url"), "{stderr}");
@@ -90,15 +105,11 @@ async fn basic_credentials_reach_livy_only_and_never_a_log_or_an_output() {
 
     // A wrong password: Livy refuses it on the first contact, and the start stops there.
     let wrong = write(&dir, "wrong-password", "not-it\n");
-    let state = dir.join("state-wrong");
-    let (code, stderr) = run_to_exit(
+    let (code, stderr) = start_refused(
+        &dir,
+        "wrong",
+        &livy,
         &[
-            "--livy-url",
-            &livy.url,
-            "--yarn-url",
-            &livy.url,
-            "--state-dir",
-            state.to_str().expect("utf-8"),
             "--livy-auth",
             "basic",
             "--livy-user",
@@ -106,7 +117,6 @@ async fn basic_credentials_reach_livy_only_and_never_a_log_or_an_output() {
             "--livy-password-file",
             &wrong,
         ],
-        &[],
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--livy-auth basic: Livy at"), "{stderr}");
@@ -193,17 +203,7 @@ async fn tls_with_the_clusters_ca_runs_spark_and_an_untrusted_certificate_stops_
             vec!["--livy-ca-file", other_ca.to_str().expect("utf-8")],
         ),
     ] {
-        let state = dir.join(format!("state-{name}"));
-        let mut args = vec![
-            "--livy-url",
-            &livy.url,
-            "--yarn-url",
-            &livy.url,
-            "--state-dir",
-            state.to_str().expect("utf-8"),
-        ];
-        args.extend(extra);
-        let (code, stderr) = run_to_exit(&args, &[]);
+        let (code, stderr) = start_refused(&dir, name, &livy, &extra);
         assert_eq!(code, Some(2), "{name}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
         assert!(
@@ -273,15 +273,11 @@ async fn kerberos_runs_spark_with_spnego_on_livy_and_yarn_reusing_the_cookie() {
     assert!(livy.url.starts_with("http://localhost:"), "{}", livy.url);
 
     // A keytab the KDC no longer takes: one line at start.
-    let state = dir.join("state-wrong");
-    let (code, stderr) = run_to_exit(
+    let (code, stderr) = start_refused(
+        &dir,
+        "wrong",
+        &livy,
         &[
-            "--livy-url",
-            &livy.url,
-            "--yarn-url",
-            &livy.url,
-            "--state-dir",
-            state.to_str().expect("utf-8"),
             "--livy-auth",
             "kerberos",
             "--kerberos-principal",
@@ -289,7 +285,6 @@ async fn kerberos_runs_spark_with_spnego_on_livy_and_yarn_reusing_the_cookie() {
             "--kerberos-keytab",
             &kdc("SPARK_TEST_WRONG_KEYTAB"),
         ],
-        &[],
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
