@@ -54,6 +54,7 @@ Options:
   --livy-ca-file PEM          CA certificates trusted for Livy and the ResourceManager (TLS)
   --shutdown-mode MODE        detach, wait or kill [worker default: detach]
   --drain-timeout DURATION    drain time in wait mode [worker default: 30s]
+  --metrics-listen ADDR       IP:PORT of /metrics, /healthz and /readyz, or off [default: 127.0.0.1:9464]
   --log-format FORMAT         text or json [worker default: text]
   --log-level FILTER          e.g. info or debug [worker default: info]
   --region REGION             AWS region [default: the instance's region]
@@ -74,6 +75,8 @@ release_uri="" sha256="" upgrade=""
 default_file="local:///usr/lib/spark/examples/jars/spark-examples.jar"
 activity_arns=() allowed_endpoints=()
 declare -A settings=()
+# The monitoring endpoint is on, on loopback only, unless --metrics-listen off.
+metrics_listen=127.0.0.1:9464 metrics_given=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -82,7 +85,7 @@ while [ $# -gt 0 ]; do
     --release-uri|--sha256|--activity-arn|--livy-url|--max-concurrent-tasks|--pollers-per-activity|\
     --default-file|--allowed-livy-endpoint|--sync-interval|--heartbeat-interval|--livy-retry-timeout|\
     --livy-outage-limit|--livy-retention|--yarn-url|--livy-auth|--livy-user|--kerberos-principal|\
-    --livy-ca-file|--shutdown-mode|--drain-timeout|--log-format|--log-level|--region)
+    --livy-ca-file|--shutdown-mode|--drain-timeout|--log-format|--log-level|--region|--metrics-listen)
       if [ $# -lt 2 ] || [ -z "$2" ]; then fail_usage "$1 needs a value"; fi
       case "$2" in *$'\n'*|*'"'*|*\\*) fail_usage "$1: value must not contain newlines, quotes or backslashes" ;; esac
       case "$1" in
@@ -91,6 +94,7 @@ while [ $# -gt 0 ]; do
         --activity-arn) activity_arns+=("$2") ;;
         --allowed-livy-endpoint) allowed_endpoints+=("$2") ;;
         --default-file) default_file=$2 ;;
+        --metrics-listen) metrics_listen=$2 metrics_given=1 ;;
         *) settings[${1#--}]=$2 ;;
       esac
       shift 2 ;;
@@ -100,11 +104,13 @@ done
 
 [ -n "$release_uri" ] || fail_usage "--release-uri is required"
 if [ -n "$upgrade" ]; then
-  if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_endpoints[@]} -gt 0 ]; then
+  if [ ${#activity_arns[@]} -gt 0 ] || [ ${#settings[@]} -gt 0 ] || [ ${#allowed_endpoints[@]} -gt 0 ] \
+     || [ -n "$metrics_given" ]; then
     fail_usage "--upgrade keeps the settings of the install; give only --release-uri and --sha256"
   fi
 else
   [ ${#activity_arns[@]} -gt 0 ] || fail_usage "--activity-arn is required"
+  [ "$metrics_listen" = off ] || settings[metrics-listen]=$metrics_listen
 fi
 if [ -n "$sha256" ] && ! [[ "$sha256" =~ ^[0-9a-f]{64}$ ]]; then
   fail_usage "--sha256 must be 64 hex digits"
@@ -195,7 +201,7 @@ join() { local IFS=,; echo "$*"; }
   fi
   for key in livy-url max-concurrent-tasks pollers-per-activity sync-interval heartbeat-interval \
              livy-retry-timeout livy-outage-limit livy-retention yarn-url livy-auth livy-user \
-             kerberos-principal livy-ca-file shutdown-mode drain-timeout log-format log-level; do
+             kerberos-principal livy-ca-file shutdown-mode drain-timeout metrics-listen log-format log-level; do
     if [ -n "${settings[$key]:-}" ]; then
       var=$(printf '%s' "$key" | tr 'a-z-' 'A-Z_')
       echo "SPARK_ACTIVITY_WORKER_${var}=${settings[$key]}"

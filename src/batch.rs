@@ -18,9 +18,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use ::metrics::histogram;
+
 use crate::failpoint;
 use crate::journal::Record;
 use crate::livy::{self, BatchState, CreateBatch, Livy, LivyError};
+use crate::metrics;
 use crate::retry::Policy;
 use crate::yarn::{self, App, ResourceManager, Verdict, YarnError};
 
@@ -200,6 +203,9 @@ pub struct Batch {
     tag: String,
     /// Came from the journal: the batch may exist already, so it is looked up before any POST.
     resumed: bool,
+    /// When the task was delivered, and its activity's name: taken by the first POST, for the
+    /// delivery-to-submit latency.
+    delivered: std::sync::Mutex<Option<(Instant, Arc<str>)>>,
 }
 
 impl Batch {
@@ -220,7 +226,17 @@ impl Batch {
             request,
             tag,
             resumed,
+            delivered: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Marks a newly delivered task, so its first POST is timed from `at`.
+    #[must_use]
+    pub fn delivered_at(self, at: Instant, activity: Arc<str>) -> Self {
+        if let Ok(mut d) = self.delivered.lock() {
+            *d = Some((at, activity));
+        }
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -243,6 +259,9 @@ impl Batch {
         });
         let mut outage = Outage::new(self.timing);
         let mut step = if seen.id.is_some() {
+            if self.resumed {
+                metrics::resumed("followed");
+            }
             Step::Follow
         } else if self.resumed {
             Step::Locate(Purpose::Resume)
@@ -344,6 +363,11 @@ impl Batch {
 
     /// One POST. `Ok` is the next step; `Err` the failure, for [`Batch::submit`] to judge.
     async fn post(&self, seen: &mut Seen) -> Result<Step, PostError> {
+        let delivered = self.delivered.lock().ok().and_then(|mut d| d.take());
+        if let Some((at, activity)) = delivered {
+            histogram!(metrics::DELIVERY_TO_SUBMIT, "activity" => activity.to_string())
+                .record(at.elapsed().as_secs_f64());
+        }
         match self.livy.create_batch(&self.request).await {
             Ok(b) => {
                 failpoint::hit("crash-after-submit");
@@ -443,9 +467,17 @@ impl Batch {
                         batch_id = b.id,
                         "adopted the batch found under this task's name"
                     );
+                    if matches!(purpose, Purpose::Resume) {
+                        metrics::resumed("adopted");
+                    }
                     return self.adopted(b, seen).await;
                 }
-                Ok(Found::Yarn(app)) => return self.lost_by_livy(app, seen),
+                Ok(Found::Yarn(app)) => {
+                    if matches!(purpose, Purpose::Resume) {
+                        metrics::resumed("yarn");
+                    }
+                    return self.lost_by_livy(app, seen);
+                }
                 Ok(Found::Nothing) => {
                     return match purpose {
                         Purpose::AfterWindow(summary) => Step::End(Ended::NotSubmitted(format!(
@@ -482,22 +514,26 @@ impl Batch {
         match age {
             Some(age) if age < self.timing.livy_retention => {
                 info!("livy never received this task's batch; submitting it");
+                metrics::resumed("resubmitted");
                 Step::Submit
             }
-            _ => Step::End(Ended::Lost(format!(
-                "the worker journaled batch {} {} but did not record its id; Livy has no batch of that name \
+            _ => {
+                metrics::resumed("lost");
+                Step::End(Ended::Lost(format!(
+                    "the worker journaled batch {} {} but did not record its id; Livy has no batch of that name \
                  and YARN no application tagged {}, so none runs — it was never submitted, or ran and was \
                  forgotten by both (not resubmitted)",
-                self.name(),
-                match age {
-                    Some(age) => format!(
-                        "{} ago",
-                        humantime::format_duration(Duration::from_secs(age.as_secs()))
-                    ),
-                    None => "at a time later than this clock's now".to_owned(),
-                },
-                self.tag
-            ))),
+                    self.name(),
+                    match age {
+                        Some(age) => format!(
+                            "{} ago",
+                            humantime::format_duration(Duration::from_secs(age.as_secs()))
+                        ),
+                        None => "at a time later than this clock's now".to_owned(),
+                    },
+                    self.tag
+                )))
+            }
         }
     }
 

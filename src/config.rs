@@ -216,6 +216,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", env = "SPARK_ACTIVITY_WORKER_WORKER_NAME", value_parser = parse_non_empty)]
     pub worker_name: Option<String>,
 
+    /// Address (IP:PORT) of the monitoring endpoint: Prometheus metrics on /metrics, health on
+    /// /healthz and /readyz [default: off; e.g. 127.0.0.1:9464].
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SPARK_ACTIVITY_WORKER_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Log line format.
     #[arg(
         long,

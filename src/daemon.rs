@@ -2,8 +2,10 @@
 //! pollers, and runs the shutdown sequence (stop polling → let open polls return → detach, drain
 //! or kill the tasks, as `--shutdown-mode` says → exit).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use ::metrics::gauge;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +19,8 @@ use crate::http::{Trust, redacted};
 use crate::journal::Journal;
 use crate::kerberos::Kerberos;
 use crate::livy::{Livy, LivyClient, LivyError};
+use crate::metrics;
+use crate::monitor;
 use crate::poller::Poller;
 use crate::sfn::SfnClient;
 use crate::shutdown::{notify_ready, notify_stopping};
@@ -43,12 +47,24 @@ pub async fn run(
     upgrade: CancellationToken,
 ) -> anyhow::Result<()> {
     let (trust, auth) = security(&args).await?;
+    let monitoring = match args.metrics_listen {
+        Some(addr) => {
+            let listener = monitor::bind(addr)
+                .await
+                .map_err(|e| BadConfig(format!("--metrics-listen {addr}: {e}")))?;
+            let handle = metrics::install()
+                .map_err(|e| BadConfig(format!("--metrics-listen {addr}: {e}")))?;
+            Some((listener, handle))
+        }
+        None => None,
+    };
     let livy: Arc<dyn Livy> = Arc::new(LivyClient::new(
         args.livy_url.clone(),
         &trust,
         auth.clone(),
     )?);
     let sfn = Arc::new(SfnClient::from_env().await);
+    let sfn_reachable = sfn.reachability();
     let worker_name: Arc<str> = args.worker_name().into();
     let yarn_urls = if args.yarn_urls.is_empty() {
         let host = config::this_host().unwrap_or_else(|| "localhost".to_owned());
@@ -93,6 +109,21 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(args.max_concurrent_tasks as usize));
     let tasks = TaskTracker::new();
     let pollers = TaskTracker::new();
+    let loops = args.activity_arns.len() * args.pollers_per_activity as usize;
+    let liveness = Liveness::new(loops);
+
+    let monitor = monitoring.map(|(listener, handle)| {
+        let checks = monitor::Checks {
+            liveness: liveness.clone(),
+            livy_up: livy_up.clone(),
+            journal_writable: journal.writable(),
+            sfn_reachable,
+            shutdown: shutdown.clone(),
+            refresh: scrape_time_gauges(&ctx, args.max_concurrent_tasks, &journal),
+        };
+        info!(address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving /metrics, /healthz and /readyz");
+        tokio::spawn(monitor::serve(listener, handle, Arc::new(checks), stop_probe.clone()))
+    });
 
     // Resume every journaled task before taking new ones.
     let entries = journal.load()?;
@@ -110,8 +141,6 @@ pub async fn run(
         info!(tasks = resumed, "resuming tasks from the journal");
     }
 
-    let loops = args.activity_arns.len() * args.pollers_per_activity as usize;
-    let liveness = Liveness::new(loops);
     let mut index = 0;
     for arn in &args.activity_arns {
         let activity: Arc<str> = arn.as_str().into();
@@ -204,11 +233,42 @@ pub async fn run(
     }
     let _ = journal_probe.await;
     let _ = watchdog.await;
+    if let Some(monitor) = monitor {
+        let _ = monitor.await;
+    }
     info!("worker stopped");
     match fatal {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Sets the gauges read off the worker's state, for [`monitor::Checks::refresh`]: slots, batches
+/// by Livy state, journal entries.
+fn scrape_time_gauges(
+    ctx: &Arc<Context>,
+    max: u32,
+    journal: &Journal,
+) -> Arc<dyn Fn() + Send + Sync> {
+    let (ctx, journal) = (ctx.clone(), journal.clone());
+    Arc::new(move || {
+        // Slots as tasks see them: an open poll holds a permit too, but no task yet.
+        let supervised = ctx.in_flight.snapshot();
+        gauge!(metrics::SLOTS_USED).set(supervised.len() as f64);
+        gauge!(metrics::SLOTS_AVAILABLE)
+            .set((max as usize).saturating_sub(supervised.len()) as f64);
+        let mut by_state: HashMap<&str, usize> =
+            metrics::BATCH_STATES.iter().map(|s| (*s, 0)).collect();
+        for (_, task) in supervised {
+            *by_state
+                .entry(metrics::batch_state_label(task.last_state.as_deref()))
+                .or_default() += 1;
+        }
+        for (state, n) in by_state {
+            gauge!(metrics::BATCHES, "state" => state).set(n as f64);
+        }
+        gauge!(metrics::JOURNAL_ENTRIES).set(journal.count() as f64);
+    })
 }
 
 /// The certificate authorities and credentials the configuration names, checked now: an

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::metrics::gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::journal::Journal;
 use crate::livy::{Livy, LivyError};
+use crate::metrics;
 
 /// How often Livy is probed, and an unwritable journal retried. Short: while either is down the
 /// worker is not polling at all.
@@ -28,6 +30,7 @@ pub async fn watch_livy(
         let result = livy.probe().await;
         if let Err(e @ LivyError::Tls(_)) = result {
             up.send_replace(false);
+            gauge!(metrics::LIVY_UP).set(0.0);
             return Err(e);
         }
         let now_up = result.is_ok();
@@ -40,6 +43,7 @@ pub async fn watch_livy(
                 }
             }
             up.send_replace(now_up);
+            gauge!(metrics::LIVY_UP).set(if now_up { 1.0 } else { 0.0 });
         }
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}

@@ -20,8 +20,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use ::metrics::counter;
+
 use crate::failure::{ErrorName, Failure};
 use crate::livy::CreateBatch;
+use crate::metrics;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -106,6 +109,12 @@ impl Report {
                 cause: cause.to_owned(),
             })
     }
+}
+
+/// An entry's file: `<key>.json`, not hidden.
+fn is_entry_file(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".json"))
 }
 
 /// Why the state directory cannot be used.
@@ -194,6 +203,9 @@ impl Journal {
     /// Records the result of a write; logs only the transitions.
     pub fn note_write(&self, result: &io::Result<()>) {
         let ok = result.is_ok();
+        if !ok {
+            counter!(metrics::JOURNAL_WRITE_FAILURES).increment(1);
+        }
         let changed = self.writable.send_if_modified(|w| {
             let changed = *w != ok;
             *w = ok;
@@ -207,6 +219,18 @@ impl Journal {
             Ok(()) if changed => info!("the journal is writable again; polling resumes"),
             _ => {}
         }
+    }
+
+    /// How many entries the directory holds now (a directory listing, no parsing).
+    pub fn count(&self) -> usize {
+        fs::read_dir(&self.dir)
+            .map(|items| {
+                items
+                    .filter_map(Result::ok)
+                    .filter(|i| is_entry_file(&i.file_name()))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     fn path(&self, key: &str) -> PathBuf {

@@ -11,6 +11,7 @@
 //!   exactly once, with fallbacks when Step Functions refuses it.
 //! - [`outcome`]: what a task's end reports: the success output, failure wording.
 //! - [`batch`]: the Livy batch protocol: submit or adopt, follow, cross-check with YARN, kill.
+//! - [`monitor`]: the `--metrics-listen` endpoint: `/metrics`, `/healthz`, `/readyz`.
 //! - [`health`]: Livy and journal health; no polling while either is down.
 //! - [`telemetry`]: text or JSON logs on stderr.
 //! - [`config`]: the command line (every flag also an environment variable), validated at start.
@@ -24,6 +25,7 @@
 //!   only, or Kerberos SPNEGO with Hadoop's `hadoop.auth` cookie.
 //! - [`kerberos`]: the worker's Kerberos identity from its keytab; tickets renewed from it.
 //! - [`gssapi`]: the system's `libgssapi_krb5.so.2`, loaded at run time (the only `unsafe`).
+//! - [`metrics`]: every metric's name, labels, help and buckets; the Prometheus recorder.
 //! - [`http`]: what the Livy and YARN clients share: no redirects, capped bodies, quotable text,
 //!   the trusted certificate authorities.
 //! - [`failure`]: the public error names, which are safe to retry, and the `cause` size rules.
@@ -48,6 +50,8 @@ pub mod input;
 pub mod journal;
 pub mod kerberos;
 pub mod livy;
+pub mod metrics;
+pub mod monitor;
 pub mod outcome;
 pub mod policy;
 pub mod poller;

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::auth::{Auth, SendError};
 use crate::http::{self, BodyError, Trust, error_chain};
+use crate::metrics;
 
 /// Long enough for Livy's `/version` and batch reads on a busy master node.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -236,18 +237,33 @@ impl LivyClient {
         Ok(Self { http, auth, base })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LivyError> {
+    /// Sends one request, counted under `route` (a template: never the batch name).
+    async fn send(
+        &self,
+        route: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, LivyError> {
         let req = req
             .build()
             .map_err(|e| LivyError::Decode(error_chain(&e)))?;
-        self.auth.send(&self.http, req).await.map_err(|e| match e {
+        let started = tokio::time::Instant::now();
+        let result = self.auth.send(&self.http, req).await.map_err(|e| match e {
             SendError::Credentials(msg) => LivyError::Credentials(msg),
             SendError::Http(e) if http::is_untrusted_certificate(&e) => {
                 LivyError::Tls(error_chain(&e))
             }
             SendError::Http(e) if e.is_connect() => LivyError::Connect(error_chain(&e)),
             SendError::Http(e) => LivyError::NoAnswer(error_chain(&e)),
-        })
+        });
+        let status = match &result {
+            Ok(resp) => resp.status().as_str().to_owned(),
+            Err(LivyError::Credentials(_)) => "no_credentials".to_owned(),
+            Err(LivyError::Tls(_)) => "tls_error".to_owned(),
+            Err(LivyError::Connect(_)) => "connect_error".to_owned(),
+            Err(_) => "no_answer".to_owned(),
+        };
+        metrics::livy_request(route, &status, started.elapsed());
+        result
     }
 
     /// `{base}/{segments...}`, each segment percent-encoded (batch names may hold spaces).
@@ -288,19 +304,19 @@ impl Livy for LivyClient {
         let req = self
             .request(reqwest::Method::GET, self.url(&["version"])?)
             .timeout(PROBE_TIMEOUT);
-        check(self.send(req).await?).await.map(drop)
+        check(self.send("GET /version", req).await?).await.map(drop)
     }
 
     async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError> {
         let req = self
             .request(reqwest::Method::POST, self.url(&["batches"])?)
             .json(body);
-        decode(check(self.send(req).await?).await?).await
+        decode(check(self.send("POST /batches", req).await?).await?).await
     }
 
     async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
         let req = self.request(reqwest::Method::GET, self.url(&["batches", name])?);
-        decode(check(self.send(req).await?).await?).await
+        decode(check(self.send("GET /batches/{name}", req).await?).await?).await
     }
 
     async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError> {
@@ -309,7 +325,8 @@ impl Livy for LivyClient {
         url.query_pairs_mut()
             .append_pair("size", &lines.to_string());
         let req = self.request(reqwest::Method::GET, url);
-        let page: LogPage = decode(check(self.send(req).await?).await?).await?;
+        let page: LogPage =
+            decode(check(self.send("GET /batches/{name}/log", req).await?).await?).await?;
         Ok(page.log)
     }
 
@@ -317,7 +334,9 @@ impl Livy for LivyClient {
         let req = self
             .request(reqwest::Method::DELETE, self.url(&["batches", name])?)
             .timeout(DELETE_TIMEOUT);
-        check(self.send(req).await?).await.map(drop)
+        check(self.send("DELETE /batches/{name}", req).await?)
+            .await
+            .map(drop)
     }
 }
 

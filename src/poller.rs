@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::metrics::{counter, gauge};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::metrics;
 use crate::retry::Policy;
 use crate::sfn::SfnError;
 use crate::supervisor::Context;
@@ -112,7 +114,18 @@ impl Poller {
             debug!(activity = %self.activity, "polling for a task");
             // Not raced against shutdown: dropping this future could lose a delivered task.
             let poll = self.ctx.sfn.next_task(&self.activity, &self.worker_name);
-            match self.alive(poll, Some(POLL_WEDGED_AFTER)).await {
+            let label = metrics::activity_label(&self.activity);
+            let open = gauge!(metrics::POLLS_OPEN, "activity" => label.clone());
+            open.increment(1.0);
+            let polled = self.alive(poll, Some(POLL_WEDGED_AFTER)).await;
+            open.decrement(1.0);
+            let result = match &polled {
+                Ok(Some(_)) => "task",
+                Ok(None) => "empty",
+                Err(_) => "error",
+            };
+            counter!(metrics::POLLS, "activity" => label, "result" => result).increment(1);
+            match polled {
                 Ok(Some(task)) => {
                     errors = errors_policy.delays();
                     if self.shutdown.is_cancelled() {

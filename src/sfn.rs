@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::failure::Failure;
+use crate::metrics;
 
 /// The service holds a poll for 60 s; the attempt must outlive that (the reference says ≥ 65 s).
 const POLL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(70);
@@ -85,6 +89,16 @@ pub enum SfnError {
 }
 
 impl SfnError {
+    /// A short, bounded label for metrics: the service's error code, or what kind of trouble.
+    pub fn label(&self) -> &str {
+        match self {
+            SfnError::TaskGone(code) => code,
+            SfnError::Throttled(_) => "throttled",
+            SfnError::Activity { code, .. } | SfnError::Refused { code, .. } => code,
+            SfnError::Other(_) => "error",
+        }
+    }
+
     fn classify<E, R>(err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -143,6 +157,9 @@ pub trait Tasks: Send + Sync + fmt::Debug {
 pub struct SfnClient {
     poll: aws_sdk_sfn::Client,
     calls: aws_sdk_sfn::Client,
+    /// Whether the last call reached the service (any answer, even an error, but not a
+    /// timeout, a connection failure or a 5xx).
+    reachable: Arc<watch::Sender<bool>>,
 }
 
 impl SfnClient {
@@ -178,8 +195,54 @@ impl SfnClient {
         Self {
             poll: aws_sdk_sfn::Client::from_conf(poll),
             calls: aws_sdk_sfn::Client::from_conf(calls),
+            reachable: Arc::new(watch::channel(true).0),
         }
     }
+
+    /// Whether Step Functions answered the last call; `true` until a call fails to reach it.
+    pub fn reachability(&self) -> watch::Receiver<bool> {
+        self.reachable.subscribe()
+    }
+
+    /// Awaits one call, counting it by API and result, and noting whether it reached the service.
+    async fn observed<T, E>(
+        &self,
+        api: &'static str,
+        call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, SfnError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let result = call.await;
+        let (label, reached) = match &result {
+            Ok(_) => ("ok".to_owned(), true),
+            Err(e) => outcome_of(e),
+        };
+        self.reachable
+            .send_if_modified(|r| std::mem::replace(r, reached) != reached);
+        metrics::sfn_request(api, &label, started.elapsed());
+        result.map_err(SfnError::classify)
+    }
+}
+
+/// A failed call's metric label (its error code, else the kind of failure) and whether it
+/// reached the service.
+fn outcome_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> (String, bool) {
+    let status = match err {
+        SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
+        SdkError::ResponseError(e) => Some(e.raw().status().as_u16()),
+        _ => None,
+    };
+    let reached = status.is_some_and(|s| s < 500);
+    let label = match (err.code(), err) {
+        (Some(code), _) => code.to_owned(),
+        (None, SdkError::TimeoutError(_)) => "timeout".to_owned(),
+        (None, SdkError::DispatchFailure(_)) => "dispatch".to_owned(),
+        (None, SdkError::ConstructionFailure(_)) => "construction".to_owned(),
+        (None, _) => status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
+    };
+    (label, reached)
 }
 
 #[async_trait]
@@ -189,14 +252,13 @@ impl Tasks for SfnClient {
         activity_arn: &str,
         worker_name: &str,
     ) -> Result<Option<Task>, SfnError> {
-        let out = self
+        let call = self
             .poll
             .get_activity_task()
             .activity_arn(activity_arn)
             .worker_name(worker_name)
-            .send()
-            .await
-            .map_err(SfnError::classify)?;
+            .send();
+        let out = self.observed("GetActivityTask", call).await?;
         Ok(match out.task_token() {
             Some(token) if !token.is_empty() => Some(Task {
                 token: TaskToken::new(token),
@@ -207,36 +269,33 @@ impl Tasks for SfnClient {
     }
 
     async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
-        self.calls
+        let call = self
+            .calls
             .send_task_heartbeat()
             .task_token(token.secret())
-            .send()
-            .await
-            .map(drop)
-            .map_err(SfnError::classify)
+            .send();
+        self.observed("SendTaskHeartbeat", call).await.map(drop)
     }
 
     async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
-        self.calls
+        let call = self
+            .calls
             .send_task_success()
             .task_token(token.secret())
             .output(output)
-            .send()
-            .await
-            .map(drop)
-            .map_err(SfnError::classify)
+            .send();
+        self.observed("SendTaskSuccess", call).await.map(drop)
     }
 
     async fn fail(&self, token: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError> {
-        self.calls
+        let call = self
+            .calls
             .send_task_failure()
             .task_token(token.secret())
             .set_error(failure.map(|f| f.error.as_str().to_owned()))
             .set_cause(failure.map(|f| f.cause.clone()))
-            .send()
-            .await
-            .map(drop)
-            .map_err(SfnError::classify)
+            .send();
+        self.observed("SendTaskFailure", call).await.map(drop)
     }
 }
 

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use ::metrics::{counter, histogram};
 use futures::FutureExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use crate::failpoint;
 use crate::failure::{ErrorName, Failure};
 use crate::journal::{Journal, Record};
 use crate::livy::Livy;
+use crate::metrics;
 use crate::outcome::{self, About, Outcome, StopReason};
 use crate::policy;
 use crate::retry::Policy;
@@ -66,6 +68,8 @@ pub struct Running {
     pub batch_name: String,
     pub batch_id: Option<i64>,
     pub livy_url: String,
+    /// The Livy state last seen; `None` before the batch was submitted.
+    pub last_state: Option<String>,
 }
 
 impl InFlight {
@@ -96,6 +100,7 @@ impl InFlight {
                     batch_name: e.batch_name.clone(),
                     batch_id: e.batch_id,
                     livy_url: e.livy_url.clone(),
+                    last_state: e.last_state.clone(),
                 });
                 (r.key().to_owned(), running)
             })
@@ -110,6 +115,10 @@ impl InFlight {
 pub struct Reporter {
     pub sfn: Arc<dyn Tasks>,
     pub token: TaskToken,
+    /// The activity's name (its metrics label).
+    pub activity: Arc<str>,
+    /// When the task was delivered (or, resumed, first journaled): its duration starts there.
+    pub since: SystemTime,
 }
 
 /// One report as sent.
@@ -122,13 +131,25 @@ enum Attempt {
 }
 
 impl Reporter {
+    /// Counts the task's end: `succeeded`, `failed` (with its error name), `gone` or
+    /// `unreported`, and how long the task took.
+    pub fn ended(&self, outcome: &'static str, error: &str) {
+        let activity = self.activity.to_string();
+        counter!(metrics::TASKS_FINISHED, "activity" => activity.clone(), "outcome" => outcome, "error" => error.to_owned())
+            .increment(1);
+        let took = self.since.elapsed().unwrap_or_default();
+        histogram!(metrics::TASK_DURATION, "activity" => activity, "outcome" => outcome)
+            .record(took.as_secs_f64());
+    }
+
     /// Delivers `outcome` (a success or a failure) until Step Functions accepts it, says the task
     /// is gone, or refuses even the barest failure.
     pub async fn deliver(&self, outcome: &Outcome) {
         let mut attempt = match outcome {
             Outcome::Success(output) => Attempt::Success(output.clone()),
             Outcome::Failure(f) => Attempt::Failure(f.clone()),
-            Outcome::Gone | Outcome::Detached => return,
+            Outcome::Gone => return self.ended("gone", ""),
+            Outcome::Detached => return,
         };
         loop {
             let sent = Policy::backoff(Duration::from_millis(500), Duration::from_secs(30))
@@ -146,14 +167,24 @@ impl Reporter {
             match sent {
                 Ok(()) => {
                     match &attempt {
-                        Attempt::Success(_) => info!("reported success"),
-                        Attempt::Failure(f) => info!(error = %f.error, "reported failure"),
-                        Attempt::Bare => info!("reported a failure without error and cause"),
+                        Attempt::Success(_) => {
+                            info!("reported success");
+                            self.ended("succeeded", "");
+                        }
+                        Attempt::Failure(f) => {
+                            info!(error = %f.error, "reported failure");
+                            self.ended("failed", f.error.as_str());
+                        }
+                        Attempt::Bare => {
+                            info!("reported a failure without error and cause");
+                            self.ended("failed", "");
+                        }
                     }
                     return;
                 }
                 Err(SfnError::TaskGone(kind)) => {
                     warn!(reason = %kind, "task closed before its outcome could be reported");
+                    self.ended("gone", "");
                     return;
                 }
                 Err(SfnError::Refused { code, message, kms }) => {
@@ -163,6 +194,7 @@ impl Reporter {
                             error!(
                                 "giving up on this task's report: even a bare failure was refused; the execution will time out"
                             );
+                            self.ended("unreported", "");
                             return;
                         }
                         // An encrypted execution whose key the worker may not use: only a report
@@ -184,6 +216,7 @@ impl Reporter {
                 Err(e) => {
                     // Unreachable: `when` retries every other kind.
                     error!(error = %e, "report failed");
+                    self.ended("unreported", "");
                     return;
                 }
             }
@@ -255,7 +288,7 @@ impl Supervisor {
             self.ctx.settings.heartbeat_interval,
         );
         let first = policy.run(
-            || self.ctx.sfn.heartbeat(&self.reporter.token),
+            || self.heartbeat(),
             |e| !matches!(e, SfnError::TaskGone(_)),
             |e, d| warn!(error = %e, retry_in = ?d, "first heartbeat failed; retrying"),
         );
@@ -283,6 +316,18 @@ impl Supervisor {
         }
     }
 
+    /// One `SendTaskHeartbeat`, counted by result.
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        let sent = self.ctx.sfn.heartbeat(&self.reporter.token).await;
+        let result = match &sent {
+            Ok(()) => "ok",
+            Err(e) => e.label(),
+        };
+        counter!(metrics::HEARTBEATS, "activity" => self.reporter.activity.to_string(), "result" => result.to_owned())
+            .increment(1);
+        sent
+    }
+
     /// Sends a heartbeat after `first`, then every interval; returns only when Step Functions
     /// says the task is gone. Throttling and network trouble are retried, never taken as "gone".
     async fn heartbeats(&self, first: Duration) -> String {
@@ -294,7 +339,7 @@ impl Supervisor {
             let sent = Policy::backoff(Duration::from_millis(500), interval)
                 .within(interval)
                 .run(
-                    || self.ctx.sfn.heartbeat(&self.reporter.token),
+                    || self.heartbeat(),
                     |e| !matches!(e, SfnError::TaskGone(_)),
                     |e, d| warn!(error = %e, retry_in = ?d, "heartbeat failed"),
                 )
@@ -375,6 +420,7 @@ impl Supervisor {
                 return;
             }
             None => {
+                self.reporter.ended("gone", "");
                 self.record.forget().await;
                 return;
             }
@@ -394,6 +440,7 @@ impl Supervisor {
             () = self.reporter.deliver(&outcome) => {}
             gone = heartbeats => {
                 warn!(reason = %gone, "task closed before its outcome could be reported");
+                self.reporter.ended("gone", "");
             }
         }
         self.record.forget().await;

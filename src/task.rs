@@ -4,7 +4,10 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use ::metrics::counter;
+use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
@@ -13,6 +16,7 @@ use crate::failure::{ErrorName, Failure};
 use crate::input::{self, InvalidInput};
 use crate::journal::{Entry, Record};
 use crate::livy::Livy;
+use crate::metrics;
 use crate::outcome::Outcome;
 use crate::policy::Forbidden;
 use crate::sfn::{Task, TaskToken};
@@ -22,11 +26,16 @@ use crate::yarn::ResourceManager;
 /// Supervises a newly delivered task to its single report. Never panics.
 pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
     let key = task.token.short_hash();
+    let label: Arc<str> = metrics::activity_label(&activity).into();
+    counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
+    let delivered_at = Instant::now();
     async {
         info!("task received");
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token: task.token.clone(),
+            activity: label.clone(),
+            since: SystemTime::now(),
         };
         let prepared =
             std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
@@ -62,7 +71,8 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
         // Journaled before anything else: from here on a restarted worker resumes the task. A
         // failed write is retried before the POST (the batch waits for it).
         let _ = record.save().await;
-        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false);
+        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false)
+            .delivered_at(delivered_at, label.clone());
         Supervisor {
             ctx: ctx.clone(),
             reporter,
@@ -85,9 +95,16 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
     let span = task_span(&activity, &key);
     async {
         let token = TaskToken::new(entry.task_token.as_str());
+        let since = entry
+            .created_at
+            .as_deref()
+            .and_then(|c| humantime::parse_rfc3339(c).ok())
+            .unwrap_or_else(SystemTime::now);
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token,
+            activity: metrics::activity_label(&activity).into(),
+            since,
         };
         let pending = entry.report.as_ref().map(Outcome::from_report);
         let base = match Url::parse(&entry.livy_url) {
@@ -104,13 +121,17 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
                     ErrorName::Unknown,
                     format!("the journal entry of batch {} has a bad Livy URL ({e}); whether it runs is unknown", entry.batch_name),
                 );
+                metrics::resumed("bad_entry");
                 reporter.deliver(&Outcome::Failure(f)).await;
                 Record::new(ctx.journal.clone(), key, entry, true).forget().await;
                 return;
             }
         };
         match &pending {
-            Some(_) => info!("resuming: delivering the journaled report"),
+            Some(_) => {
+                metrics::resumed("report");
+                info!("resuming: delivering the journaled report");
+            }
             None => info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal"),
         }
         let (livy, yarn) = clients_for(&ctx, &base);
@@ -141,6 +162,8 @@ pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
     Reporter {
         sfn: ctx.sfn.clone(),
         token: task.token.clone(),
+        activity: metrics::activity_label(activity).into(),
+        since: SystemTime::now(),
     }
     .deliver(&Outcome::Failure(failure))
     .instrument(task_span(activity, &key))

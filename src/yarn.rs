@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::auth::Auth;
 use crate::http::{self, BodyError, Trust, error_chain};
+use crate::metrics;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -116,6 +117,7 @@ impl YarnClient {
     /// Sends `build(url)` to each address until one answers; its status decides the rest.
     async fn call(
         &self,
+        route: &'static str,
         path: &[&str],
         build: impl Fn(&reqwest::Client, Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, YarnError> {
@@ -132,7 +134,14 @@ impl YarnClient {
                 Ok(req) => req,
                 Err(e) => return Err(YarnError::Decode(error_chain(&e))),
             };
-            match self.auth.send(&self.http, req).await {
+            let started = tokio::time::Instant::now();
+            let sent = self.auth.send(&self.http, req).await;
+            let status = match &sent {
+                Ok(resp) => resp.status().as_str().to_owned(),
+                Err(_) => "unreachable".to_owned(),
+            };
+            metrics::yarn_request(route, &status, started.elapsed());
+            match sent {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) if resp.status().is_redirection() => {
                     last = format!("{base}: a standby (it redirects to the active one)");
@@ -217,27 +226,36 @@ impl ResourceManager for YarnClient {
 
     async fn apps_by_tag(&self, tag: &str) -> Result<Vec<App>, YarnError> {
         let resp = self
-            .call(&["ws", "v1", "cluster", "apps"], |http, mut url| {
-                url.query_pairs_mut().append_pair("applicationTags", tag);
-                http.get(url)
-                    .header(reqwest::header::ACCEPT, "application/json")
-            })
+            .call(
+                "GET /ws/v1/cluster/apps",
+                &["ws", "v1", "cluster", "apps"],
+                |http, mut url| {
+                    url.query_pairs_mut().append_pair("applicationTags", tag);
+                    http.get(url)
+                        .header(reqwest::header::ACCEPT, "application/json")
+                },
+            )
             .await?;
         parse_apps(&read(resp).await?, tag)
     }
 
     async fn app(&self, id: &str) -> Result<App, YarnError> {
         let resp = self
-            .call(&["ws", "v1", "cluster", "apps", id], |http, url| {
-                http.get(url)
-                    .header(reqwest::header::ACCEPT, "application/json")
-            })
+            .call(
+                "GET /ws/v1/cluster/apps/{id}",
+                &["ws", "v1", "cluster", "apps", id],
+                |http, url| {
+                    http.get(url)
+                        .header(reqwest::header::ACCEPT, "application/json")
+                },
+            )
             .await?;
         parse_app(&read(resp).await?)
     }
 
     async fn kill(&self, id: &str) -> Result<(), YarnError> {
         self.call(
+            "PUT /ws/v1/cluster/apps/{id}/state",
             &["ws", "v1", "cluster", "apps", id, "state"],
             |http, url| {
                 http.put(url)

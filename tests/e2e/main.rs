@@ -5,6 +5,7 @@ mod durability;
 mod harness;
 mod lifecycle;
 mod once;
+mod operate;
 mod proxy;
 mod secure;
 mod spark;

@@ -4,7 +4,8 @@
 # systemd-analyze (deployment checks), file, readelf and qemu-aarch64-static with an aarch64 glibc
 # (release check), debootstrap and systemd-nspawn (the service under real systemd), an MIT KDC and
 # client tools (tests/rig/with-kdc.sh), and the MIT GSSAPI headers with libclang and pkg-config
-# (the test Livy's Kerberos acceptor builds bindings to them). Idempotent: a finished install leaves a stamp and is not redone.
+# (the test Livy's Kerberos acceptor builds bindings to them), and promtool (package prometheus).
+# Idempotent: a finished install leaves a stamp and is not redone.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache"
@@ -33,6 +34,8 @@ command -v kinit >/dev/null || missing+=(krb5-user)
 [ -e /usr/include/gssapi/gssapi_krb5.h ] || missing+=(libkrb5-dev)
 compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || missing+=(libclang-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+# promtool checks the alert rules and the worker's /metrics exposition.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install these Debian packages first (as root): ${missing[*]}" >&2
