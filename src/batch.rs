@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use ::metrics::histogram;
 
+use crate::config::TimingArgs;
 use crate::failpoint;
 use crate::journal::Record;
 use crate::livy::{self, BatchState, CreateBatch, Livy, LivyError};
@@ -47,6 +48,22 @@ pub struct Timing {
     pub livy_retention: Duration,
     /// How long a submitted batch may take to reach YARN (`livy.server.yarn.app-lookup-timeout`).
     pub yarn_lookup_timeout: Duration,
+}
+
+/// How long a submitted batch may take to reach YARN before "no application" means none will
+/// come: Livy's own `livy.server.yarn.app-lookup-timeout`.
+const YARN_LOOKUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Timing {
+    pub fn from_args(args: &TimingArgs) -> Self {
+        Timing {
+            sync_interval: args.sync_interval,
+            livy_retry_timeout: args.livy_retry_timeout,
+            livy_outage_limit: args.livy_outage_limit,
+            livy_retention: args.livy_retention,
+            yarn_lookup_timeout: YARN_LOOKUP_TIMEOUT,
+        }
+    }
 }
 
 /// The YARN tag of a task's application: short, lower-case, unique per task (its journal key).

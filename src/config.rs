@@ -20,6 +20,15 @@ pub struct Cli {
 pub enum Command {
     /// Poll the activities and supervise their Spark batches until stopped by SIGTERM/SIGINT.
     Run(RunArgs),
+    /// Run one task input as a task would, without Step Functions: validate it, submit the
+    /// batch, follow it, print the output the task would send. Exit 0 success, 1 Spark failure,
+    /// 2 invalid input; Ctrl-C deletes the batch.
+    Submit(SubmitArgs),
+    /// Check task inputs against the parser and the operator policy, and print the Livy request
+    /// each would send. Exit 0 when all are valid, 2 otherwise.
+    Validate(ValidateArgs),
+    /// Show the tasks in flight, from the journal (no daemon needed; works while it runs).
+    Status(StatusArgs),
 }
 
 /// What SIGTERM does with the tasks being supervised.
@@ -68,10 +77,8 @@ pub struct RunArgs {
           required = true, value_delimiter = ',', value_parser = parse_arn)]
     pub activity_arns: Vec<String>,
 
-    /// Livy server that runs the batches.
-    #[arg(long, value_name = "URL", env = "SPARK_ACTIVITY_WORKER_LIVY_URL",
-          default_value = "http://localhost:8998", value_parser = parse_livy_url)]
-    pub livy_url: Url,
+    #[command(flatten, next_help_heading = "Livy and YARN")]
+    pub livy: LivyArgs,
 
     /// Tasks supervised at once; the worker polls only while a slot is free.
     #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_MAX_CONCURRENT_TASKS",
@@ -83,19 +90,67 @@ pub struct RunArgs {
           default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pollers_per_activity: u32,
 
-    /// How often each batch's state is read from Livy.
-    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_SYNC_INTERVAL",
-          default_value = "10s", value_parser = parse_duration)]
-    pub sync_interval: Duration,
+    #[command(flatten, next_help_heading = "Batch timing")]
+    pub timing: TimingArgs,
 
     /// How often each task sends SendTaskHeartbeat; keep it well under the state's HeartbeatSeconds.
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_HEARTBEAT_INTERVAL",
           default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Application file used when the task input has no `File`.
-    #[arg(long, value_name = "URI", env = "SPARK_ACTIVITY_WORKER_DEFAULT_FILE", value_parser = parse_non_empty)]
-    pub default_file: Option<String>,
+    #[command(flatten, next_help_heading = "Operator policy")]
+    pub policy: PolicyArgs,
+
+    /// Name shown in the execution history [default: the host name].
+    #[arg(long, value_name = "NAME", env = "SPARK_ACTIVITY_WORKER_WORKER_NAME", value_parser = parse_non_empty)]
+    pub worker_name: Option<String>,
+
+    /// Address (IP:PORT) of the monitoring endpoint: Prometheus metrics on /metrics, health on
+    /// /healthz and /readyz [default: off; e.g. 127.0.0.1:9464].
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SPARK_ACTIVITY_WORKER_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: LogArgs,
+
+    /// With --shutdown-mode wait: how long supervised tasks may run on after SIGTERM before the
+    /// worker detaches from them and exits.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_DRAIN_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub drain_timeout: Duration,
+
+    /// Directory of the journal of in-flight tasks (private to the worker's user).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SPARK_ACTIVITY_WORKER_STATE_DIR",
+        default_value = "/var/lib/spark-activity-worker"
+    )]
+    pub state_dir: PathBuf,
+
+    /// What SIGTERM does with running tasks: detach (leave batches to the restarted worker),
+    /// wait (drain up to --drain-timeout, then detach), kill (delete batches, report failure).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        env = "SPARK_ACTIVITY_WORKER_SHUTDOWN_MODE",
+        default_value = "detach"
+    )]
+    pub shutdown_mode: ShutdownMode,
+}
+
+/// Where Livy and the ResourceManager are, and how the worker proves who it is to them.
+#[derive(Debug, Clone, Args)]
+pub struct LivyArgs {
+    /// Livy server that runs the batches.
+    #[arg(long, value_name = "URL", env = "SPARK_ACTIVITY_WORKER_LIVY_URL",
+          default_value = "http://localhost:8998", value_parser = parse_livy_url)]
+    pub livy_url: Url,
 
     /// How the worker authenticates to Livy: none, basic (--livy-user, --livy-password-file) or
     /// kerberos (--kerberos-principal, --kerberos-keytab; also used for the ResourceManager).
@@ -149,6 +204,20 @@ pub struct RunArgs {
           value_parser = parse_endpoint)]
     pub allowed_livy_endpoints: Vec<Endpoint>,
 
+    /// YARN ResourceManager web address (repeatable, for high availability) [default: from
+    /// $HADOOP_CONF_DIR or /etc/hadoop/conf yarn-site.xml, else this host on port 8088].
+    #[arg(long = "yarn-url", value_name = "URL", env = "SPARK_ACTIVITY_WORKER_YARN_URL",
+          value_delimiter = ',', value_parser = parse_http_url)]
+    pub yarn_urls: Vec<Url>,
+}
+
+/// The operator's rules over task input.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Application file used when the task input has no `File`.
+    #[arg(long, value_name = "URI", env = "SPARK_ACTIVITY_WORKER_DEFAULT_FILE", value_parser = parse_non_empty)]
+    pub default_file: Option<String>,
+
     /// A Hadoop user a task may run its job as with `ProxyUser` (repeatable); without one, a task
     /// naming any ProxyUser is refused (SparkJob.Forbidden).
     #[arg(long = "allowed-proxy-user", value_name = "USER", env = "SPARK_ACTIVITY_WORKER_ALLOWED_PROXY_USER",
@@ -188,6 +257,15 @@ pub struct RunArgs {
     /// Most memory per executor, and for the driver, a task may ask for (e.g. 8g).
     #[arg(long, value_name = "SIZE", env = "SPARK_ACTIVITY_WORKER_MAX_MEMORY", value_parser = parse_memory)]
     pub max_memory: Option<u64>,
+}
+
+/// How a batch is followed: sync period and Livy outage windows.
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// How often each batch's state is read from Livy.
+    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_SYNC_INTERVAL",
+          default_value = "10s", value_parser = parse_duration)]
+    pub sync_interval: Duration,
 
     /// How long a submission is retried while Livy fails (connection errors, 5xx, too many
     /// sessions) before the task fails with Livy.Unavailable (only once no batch of it exists).
@@ -205,26 +283,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_LIVY_RETENTION",
           default_value = "10m", value_parser = parse_duration)]
     pub livy_retention: Duration,
+}
 
-    /// YARN ResourceManager web address (repeatable, for high availability) [default: from
-    /// $HADOOP_CONF_DIR or /etc/hadoop/conf yarn-site.xml, else this host on port 8088].
-    #[arg(long = "yarn-url", value_name = "URL", env = "SPARK_ACTIVITY_WORKER_YARN_URL",
-          value_delimiter = ',', value_parser = parse_http_url)]
-    pub yarn_urls: Vec<Url>,
-
-    /// Name shown in the execution history [default: the host name].
-    #[arg(long, value_name = "NAME", env = "SPARK_ACTIVITY_WORKER_WORKER_NAME", value_parser = parse_non_empty)]
-    pub worker_name: Option<String>,
-
-    /// Address (IP:PORT) of the monitoring endpoint: Prometheus metrics on /metrics, health on
-    /// /healthz and /readyz [default: off; e.g. 127.0.0.1:9464].
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "SPARK_ACTIVITY_WORKER_METRICS_LISTEN"
-    )]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-
+/// Log lines on stderr.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
     /// Log line format.
     #[arg(
         long,
@@ -235,18 +298,59 @@ pub struct RunArgs {
     )]
     pub log_format: LogFormat,
 
-    /// Log filter: a level (`info`) or tracing directives (`info,spark_activity_worker=debug`).
-    #[arg(long, value_name = "FILTER", env = "SPARK_ACTIVITY_WORKER_LOG_LEVEL", default_value = "info",
+    /// Log filter: a level (`info`) or tracing directives (`info,spark_activity_worker=debug`)
+    /// [default: info; for `submit`, warn].
+    #[arg(long, value_name = "FILTER", env = "SPARK_ACTIVITY_WORKER_LOG_LEVEL",
           value_parser = parse_log_level)]
-    pub log_level: String,
+    pub log_level: Option<String>,
+}
 
-    /// With --shutdown-mode wait: how long supervised tasks may run on after SIGTERM before the
-    /// worker detaches from them and exits.
-    #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_DRAIN_TIMEOUT",
-          default_value = "30s", value_parser = parse_duration_or_zero)]
-    pub drain_timeout: Duration,
+impl LogArgs {
+    /// The filter given, else `default`.
+    pub fn filter<'a>(&'a self, default: &'a str) -> &'a str {
+        self.log_level.as_deref().unwrap_or(default)
+    }
+}
 
-    /// Directory of the journal of in-flight tasks (private to the worker's user).
+/// Settings of `submit`: the Livy, timing and policy flags of `run` (so one environment file
+/// serves both), and the input.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// The task input (either shape), a JSON file; `-` reads standard input.
+    #[arg(value_name = "INPUT.json")]
+    pub input: PathBuf,
+
+    #[command(flatten, next_help_heading = "Livy and YARN")]
+    pub livy: LivyArgs,
+
+    #[command(flatten, next_help_heading = "Batch timing")]
+    pub timing: TimingArgs,
+
+    #[command(flatten, next_help_heading = "Operator policy")]
+    pub policy: PolicyArgs,
+
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: LogArgs,
+}
+
+/// Settings of `validate`: the inputs, and the flags that decide what input may ask for.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Task inputs (either shape), JSON files; `-` reads standard input.
+    #[arg(value_name = "INPUT.json", required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    #[command(flatten, next_help_heading = "Livy and YARN")]
+    pub livy: LivyArgs,
+
+    #[command(flatten, next_help_heading = "Operator policy")]
+    pub policy: PolicyArgs,
+}
+
+/// Settings of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The worker's --state-dir.
     #[arg(
         long,
         value_name = "DIR",
@@ -255,37 +359,42 @@ pub struct RunArgs {
     )]
     pub state_dir: PathBuf,
 
-    /// What SIGTERM does with running tasks: detach (leave batches to the restarted worker),
-    /// wait (drain up to --drain-timeout, then detach), kill (delete batches, report failure).
-    #[arg(
-        long,
-        value_enum,
-        value_name = "MODE",
-        env = "SPARK_ACTIVITY_WORKER_SHUTDOWN_MODE",
-        default_value = "detach"
-    )]
-    pub shutdown_mode: ShutdownMode,
+    /// One JSON object per task, one per line, instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl RunArgs {
     /// Cross-flag checks clap cannot express. The message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        self.livy.validate()?;
+        self.policy.validate()?;
+        if self.timing.sync_interval > self.heartbeat_interval * 10 {
+            return Err(format!(
+                "--sync-interval ({}) is far longer than --heartbeat-interval ({}); a finished batch would be noticed late",
+                humantime::format_duration(self.timing.sync_interval),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn worker_name(&self) -> String {
+        self.worker_name
+            .clone()
+            .or_else(this_host)
+            .unwrap_or_else(|| "spark-activity-worker".to_owned())
+    }
+}
+
+impl LivyArgs {
+    /// Credentials only from the flags meant for them, and those of the chosen method only.
     pub fn validate(&self) -> Result<(), String> {
         if has_userinfo(&self.livy_url) {
             return Err("--livy-url must not hold a user or password; use --livy-auth basic with --livy-user and --livy-password-file".into());
         }
         if self.yarn_urls.iter().any(has_userinfo) {
             return Err("--yarn-url must not hold a user or password".into());
-        }
-        if let Some(file) = &self.default_file
-            && !self.allowed_file_prefixes.is_empty()
-            && !self
-                .allowed_file_prefixes
-                .iter()
-                .any(|p| file.starts_with(p.as_str()))
-        {
-            return Err(format!(
-                "--default-file {file} is not under any --allowed-file-prefix"
-            ));
         }
         let set = |present: bool, flag: &str| present.then(|| flag.to_owned());
         let basic_flags = [
@@ -309,49 +418,16 @@ impl RunArgs {
         }
         match self.livy_auth {
             LivyAuth::Basic if self.livy_user.is_none() => {
-                return Err("--livy-auth basic needs --livy-user".into());
+                Err("--livy-auth basic needs --livy-user".into())
             }
             LivyAuth::Basic if self.livy_url.scheme() == "http" && !is_loopback(&self.livy_url) => {
-                return Err("--livy-auth basic would send the password in clear text: --livy-url must be https:// (or on this host)".into());
+                Err("--livy-auth basic would send the password in clear text: --livy-url must be https:// (or on this host)".into())
             }
             LivyAuth::Kerberos if self.kerberos_principal.is_none() => {
-                return Err("--livy-auth kerberos needs --kerberos-principal".into());
+                Err("--livy-auth kerberos needs --kerberos-principal".into())
             }
-            _ => {}
+            _ => Ok(()),
         }
-        if self.sync_interval > self.heartbeat_interval * 10 {
-            return Err(format!(
-                "--sync-interval ({}) is far longer than --heartbeat-interval ({}); a finished batch would be noticed late",
-                humantime::format_duration(self.sync_interval),
-                humantime::format_duration(self.heartbeat_interval)
-            ));
-        }
-        Ok(())
-    }
-
-    /// The operator's policy over task input.
-    pub fn policy(&self) -> Policy {
-        let denied = if self.denied_conf_prefixes.iter().any(|p| p == "none") {
-            Vec::new()
-        } else {
-            self.denied_conf_prefixes.clone()
-        };
-        Policy {
-            allowed_proxy_users: self.allowed_proxy_users.clone(),
-            allowed_file_prefixes: self.allowed_file_prefixes.clone(),
-            denied_conf_prefixes: denied,
-            allowed_queues: self.allowed_queues.clone(),
-            max_executors: self.max_executors,
-            max_cores: self.max_cores,
-            max_memory: self.max_memory,
-        }
-    }
-
-    pub fn worker_name(&self) -> String {
-        self.worker_name
-            .clone()
-            .or_else(this_host)
-            .unwrap_or_else(|| "spark-activity-worker".to_owned())
     }
 
     /// Where a task's `LivyHost`/`LivyPort` may point: --livy-url's own host and port, plus
@@ -375,6 +451,42 @@ impl RunArgs {
             }
         }
         all
+    }
+}
+
+impl PolicyArgs {
+    /// `--default-file` must itself pass `--allowed-file-prefix`.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(file) = &self.default_file
+            && !self.allowed_file_prefixes.is_empty()
+            && !self
+                .allowed_file_prefixes
+                .iter()
+                .any(|p| file.starts_with(p.as_str()))
+        {
+            return Err(format!(
+                "--default-file {file} is not under any --allowed-file-prefix"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The operator's policy over task input.
+    pub fn policy(&self) -> Policy {
+        let denied = if self.denied_conf_prefixes.iter().any(|p| p == "none") {
+            Vec::new()
+        } else {
+            self.denied_conf_prefixes.clone()
+        };
+        Policy {
+            allowed_proxy_users: self.allowed_proxy_users.clone(),
+            allowed_file_prefixes: self.allowed_file_prefixes.clone(),
+            denied_conf_prefixes: denied,
+            allowed_queues: self.allowed_queues.clone(),
+            max_executors: self.max_executors,
+            max_cores: self.max_cores,
+            max_memory: self.max_memory,
+        }
     }
 }
 
@@ -543,6 +655,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Run(a) => a,
+            other => panic!("parsed as another command: {other:?}"),
         })
     }
 
@@ -556,25 +669,28 @@ mod tests {
     #[test]
     fn defaults_match_the_readme() {
         let a = run(&["--activity-arn", ARN]).expect("valid");
-        assert_eq!(a.livy_url.as_str(), "http://localhost:8998/");
+        assert_eq!(a.livy.livy_url.as_str(), "http://localhost:8998/");
         assert_eq!(a.max_concurrent_tasks, 32);
         assert_eq!(a.pollers_per_activity, 2);
-        assert_eq!(a.sync_interval, Duration::from_secs(10));
+        assert_eq!(a.timing.sync_interval, Duration::from_secs(10));
         assert_eq!(a.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(a.drain_timeout, Duration::from_secs(30));
-        assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.log.log_format, LogFormat::Text);
         assert_eq!(a.shutdown_mode, ShutdownMode::Detach);
         assert_eq!(a.state_dir, PathBuf::from("/var/lib/spark-activity-worker"));
         assert_eq!(
-            a.allowed_endpoints(),
+            a.livy.allowed_endpoints(),
             vec![Endpoint {
                 host: "localhost".into(),
                 port: 8998
             }]
         );
-        assert_eq!(a.livy_outage_limit, Duration::from_secs(3600));
-        assert_eq!(a.livy_retention, Duration::from_secs(600));
-        assert!(a.yarn_urls.is_empty(), "found in yarn-site.xml at start");
+        assert_eq!(a.timing.livy_outage_limit, Duration::from_secs(3600));
+        assert_eq!(a.timing.livy_retention, Duration::from_secs(600));
+        assert!(
+            a.livy.yarn_urls.is_empty(),
+            "found in yarn-site.xml at start"
+        );
         assert!(a.validate().is_ok());
     }
 
@@ -669,9 +785,10 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(a.activity_arns.len(), 2);
-        assert_eq!(a.sync_interval, Duration::from_millis(500));
+        assert_eq!(a.timing.sync_interval, Duration::from_millis(500));
         assert_eq!(a.heartbeat_interval, Duration::from_secs(60));
         let shown: Vec<String> = a
+            .livy
             .allowed_endpoints()
             .iter()
             .map(|e| e.to_string())
@@ -805,7 +922,7 @@ mod tests {
     #[test]
     fn policy_flags_and_their_defaults() {
         let a = run(&["--activity-arn", ARN]).expect("valid");
-        let p = a.policy();
+        let p = a.policy.policy();
         assert!(p.allowed_proxy_users.is_empty());
         assert_eq!(
             p.denied_conf_prefixes,
@@ -839,7 +956,7 @@ mod tests {
         ])
         .expect("valid");
         a.validate().expect("default file is under the prefix");
-        let p = a.policy();
+        let p = a.policy.policy();
         assert_eq!(p.allowed_proxy_users, ["etl", "reporting"]);
         assert!(p.denied_conf_prefixes.is_empty());
         assert_eq!(p.max_memory, Some(8 << 30));

@@ -9,34 +9,23 @@ use ::metrics::gauge;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::auth::Auth;
 use crate::batch::Timing;
-use crate::config::{self, BadConfig, LivyAuth, RunArgs, ShutdownMode};
+use crate::config::{BadConfig, RunArgs, ShutdownMode};
+use crate::connect;
 use crate::health;
-use crate::http::{Trust, redacted};
+use crate::http::redacted;
 use crate::journal::Journal;
-use crate::kerberos::Kerberos;
-use crate::livy::{Livy, LivyClient, LivyError};
 use crate::metrics;
 use crate::monitor;
 use crate::poller::Poller;
+use crate::request;
 use crate::sfn::SfnClient;
 use crate::shutdown::{notify_ready, notify_stopping};
 use crate::supervisor::{Context, InFlight, Settings};
 use crate::task;
 use crate::watchdog::{self, Liveness};
-use crate::yarn::{self, YarnClient};
-
-/// How long a submitted batch may take to reach YARN before "no application" means none will
-/// come: Livy's own `livy.server.yarn.app-lookup-timeout`.
-/// The systemd credential read when --livy-password-file is not given.
-const PASSWORD_CREDENTIAL: &str = "livy-password";
-/// The systemd credential read when --kerberos-keytab is not given.
-const KEYTAB_CREDENTIAL: &str = "kerberos-keytab";
-
-const YARN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs until `shutdown` is cancelled and the shutdown sequence is over. With `upgrade` cancelled
 /// too, every task is detached whatever `--shutdown-mode` says.
@@ -46,7 +35,7 @@ pub async fn run(
     shutdown: CancellationToken,
     upgrade: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (trust, auth) = security(&args).await?;
+    let clients = connect::clients(&args.livy).await?;
     let monitoring = match args.metrics_listen {
         Some(addr) => {
             let listener = monitor::bind(addr)
@@ -58,38 +47,19 @@ pub async fn run(
         }
         None => None,
     };
-    let livy: Arc<dyn Livy> = Arc::new(LivyClient::new(
-        args.livy_url.clone(),
-        &trust,
-        auth.clone(),
-    )?);
+    let livy = clients.livy.clone();
     let sfn = Arc::new(SfnClient::from_env().await);
     let sfn_reachable = sfn.reachability();
     let worker_name: Arc<str> = args.worker_name().into();
-    let yarn_urls = if args.yarn_urls.is_empty() {
-        let host = config::this_host().unwrap_or_else(|| "localhost".to_owned());
-        yarn::discover(&yarn::conf_dir(), &host)
-    } else {
-        args.yarn_urls.clone()
-    };
-    let yarn = Arc::new(YarnClient::new(yarn_urls.clone(), &trust, auth)?);
-    first_contact(livy.as_ref(), &args).await?;
+    connect::first_contact(livy.as_ref(), &args.livy).await?;
     let ctx = Arc::new(Context {
         sfn,
         livy: livy.clone(),
-        yarn,
+        yarn: clients.yarn.clone(),
         settings: Settings {
             heartbeat_interval: args.heartbeat_interval,
-            default_file: args.default_file.clone(),
-            allowed_endpoints: args.allowed_endpoints(),
-            policy: args.policy(),
-            timing: Timing {
-                sync_interval: args.sync_interval,
-                livy_retry_timeout: args.livy_retry_timeout,
-                livy_outage_limit: args.livy_outage_limit,
-                livy_retention: args.livy_retention,
-                yarn_lookup_timeout: YARN_LOOKUP_TIMEOUT,
-            },
+            request: request::Rules::from_args(&args.livy, &args.policy),
+            timing: Timing::from_args(&args.timing),
         },
         in_flight: InFlight::default(),
         journal: journal.clone(),
@@ -165,8 +135,8 @@ pub async fn run(
     }
     info!(
         activities = args.activity_arns.len(),
-        livy = %redacted(&args.livy_url),
-        yarn = %yarn_urls.iter().map(redacted).collect::<Vec<_>>().join(","),
+        livy = %redacted(&args.livy.livy_url),
+        yarn = %clients.yarn_urls.iter().map(redacted).collect::<Vec<_>>().join(","),
         worker = %worker_name,
         max_concurrent_tasks = args.max_concurrent_tasks,
         "worker started"
@@ -182,8 +152,8 @@ pub async fn run(
         () = shutdown.cancelled() => {}
         ended = &mut probe => {
             if let Ok(Err(e)) = ended {
-                error!(livy = %redacted(&args.livy_url), error = %e, "stopping: Livy can no longer be trusted; fix --livy-ca-file");
-                fatal = Some(BadConfig(untrusted(&args, &e)));
+                error!(livy = %redacted(&args.livy.livy_url), error = %e, "stopping: Livy can no longer be trusted; fix --livy-ca-file");
+                fatal = Some(BadConfig(connect::untrusted(&args.livy, &e)));
             }
         }
     }
@@ -269,126 +239,4 @@ fn scrape_time_gauges(
         }
         gauge!(metrics::JOURNAL_ENTRIES).set(journal.count() as f64);
     })
-}
-
-/// The certificate authorities and credentials the configuration names, checked now: an
-/// unreadable file, a password file without a password, a keytab the KDC does not take all stop
-/// the start with one line naming the flag.
-async fn security(args: &RunArgs) -> Result<(Trust, Auth), BadConfig> {
-    let trust = match &args.livy_ca_file {
-        Some(path) => {
-            Trust::from_pem_file(path).map_err(|e| BadConfig(format!("--livy-ca-file {e}")))?
-        }
-        None => Trust::default(),
-    };
-    let auth = match args.livy_auth {
-        LivyAuth::None => Auth::none(),
-        LivyAuth::Basic => {
-            let user = args.livy_user.clone().unwrap_or_default();
-            Auth::basic(&args.livy_url, &user, &password(args)?)
-        }
-        LivyAuth::Kerberos => {
-            let host = config::this_host().unwrap_or_else(|| "localhost".to_owned());
-            let principal = args
-                .kerberos_principal
-                .clone()
-                .unwrap_or_default()
-                .replace("_HOST", &host.to_ascii_lowercase());
-            let keytab = credential_file(
-                args.kerberos_keytab.as_deref(),
-                KEYTAB_CREDENTIAL,
-                "--livy-auth kerberos needs --kerberos-keytab (or a kerberos-keytab credential from systemd's LoadCredential=)",
-            )?;
-            check_secret_file(&keytab, "--kerberos-keytab")?;
-            let login = {
-                let (principal, keytab) = (principal.clone(), keytab.clone());
-                tokio::task::spawn_blocking(move || Kerberos::login(&principal, &keytab))
-            };
-            let kerberos = login
-                .await
-                .map_err(|e| BadConfig(format!("--kerberos-keytab: {e}")))?
-                .map_err(|e| {
-                    BadConfig(format!(
-                        "--kerberos-keytab {}: cannot log in as {principal}: {e}",
-                        keytab.display()
-                    ))
-                })?;
-            Auth::kerberos(Arc::new(kerberos))
-        }
-    };
-    Ok((trust, auth))
-}
-
-/// The password's first line, from --livy-password-file or systemd's `livy-password`
-/// credential.
-fn password(args: &RunArgs) -> Result<String, BadConfig> {
-    let path = credential_file(
-        args.livy_password_file.as_deref(),
-        PASSWORD_CREDENTIAL,
-        "--livy-auth basic needs --livy-password-file (or a livy-password credential from systemd's LoadCredential=)",
-    )?;
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| BadConfig(format!("--livy-password-file {}: {e}", path.display())))?;
-    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if first.is_empty() {
-        return Err(BadConfig(format!(
-            "--livy-password-file {}: the first line (the password) is empty",
-            path.display()
-        )));
-    }
-    Ok(first.to_owned())
-}
-
-/// A secret file must be there, readable and filled in (install.sh creates them empty).
-fn check_secret_file(path: &std::path::Path, flag: &str) -> Result<(), BadConfig> {
-    match std::fs::metadata(path) {
-        Err(e) => Err(BadConfig(format!("{flag} {}: {e}", path.display()))),
-        Ok(m) if m.len() == 0 => Err(BadConfig(format!(
-            "{flag} {}: the file is empty; put the secret in it",
-            path.display()
-        ))),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// The file a flag names, else the systemd credential of that name (`$CREDENTIALS_DIRECTORY`).
-fn credential_file(
-    flag: Option<&std::path::Path>,
-    credential: &str,
-    missing: &str,
-) -> Result<std::path::PathBuf, BadConfig> {
-    match (flag, std::env::var_os("CREDENTIALS_DIRECTORY")) {
-        (Some(p), _) => Ok(p.to_owned()),
-        (None, Some(dir)) => Ok(std::path::Path::new(&dir).join(credential)),
-        (None, None) => Err(BadConfig(missing.to_owned())),
-    }
-}
-
-/// Before polling: a Livy that answers must be trusted (TLS) and must take the credentials. A
-/// Livy that does not answer yet is waited for as usual; trust is then checked by the health
-/// probe, which stops the worker on an untrusted certificate.
-async fn first_contact(livy: &dyn Livy, args: &RunArgs) -> Result<(), BadConfig> {
-    match livy.probe().await {
-        Err(e @ LivyError::Tls(_)) => Err(BadConfig(untrusted(args, &e))),
-        Err(LivyError::Http {
-            status: status @ (401 | 403),
-            msg,
-        }) => Err(BadConfig(format!(
-            "--livy-auth {}: Livy at {} refused the worker's credentials ({status}: {msg})",
-            args.livy_auth.as_str(),
-            redacted(&args.livy_url)
-        ))),
-        Err(e) => {
-            warn!(livy = %redacted(&args.livy_url), error = %e, "livy does not answer yet; waiting for it");
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
-}
-
-fn untrusted(args: &RunArgs, e: &LivyError) -> String {
-    format!(
-        "--livy-url {}: {e}; give the certificate authority that signed it with --livy-ca-file",
-        redacted(&args.livy_url)
-    )
 }

@@ -14,7 +14,7 @@ pub const DEFAULT_LIVY_PORT: u16 = 8998;
 /// Spark application names end up in YARN and in the task output; keep them reasonable.
 const MAX_NAME_CHARS: usize = 200;
 
-const FLAT_FIELDS: [&str; 17] = [
+const FLAT_FIELDS: [&str; 18] = [
     "Archives",
     "Args",
     "ClassName",
@@ -24,6 +24,7 @@ const FLAT_FIELDS: [&str; 17] = [
     "DriverMemory",
     "ExecutorCores",
     "ExecutorMemory",
+    "ExecutionId",
     "File",
     "Files",
     "Jars",
@@ -34,6 +35,8 @@ const FLAT_FIELDS: [&str; 17] = [
     "Queue",
 ];
 const NESTED_FIELDS: [&str; 3] = ["LivyHost", "LivyPort", "Parameters"];
+/// Beside the nested shape's fields: the execution, for logs (`"ExecutionId.$": "$$.Execution.Id"`).
+const NESTED_EXTRA: [&str; 1] = ["ExecutionId"];
 
 /// Why the input was rejected: one line naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +49,9 @@ pub struct TaskInput {
     /// `LivyHost`/`LivyPort` of the nested shape; `None` means the worker's `--livy-url`.
     pub livy: Option<(String, u16)>,
     pub job: SparkJob,
+    /// The execution's name, from the optional `ExecutionId` (an execution ARN, as
+    /// `$$.Execution.Id` gives it): only for logs, never sent to Livy.
+    pub execution: Option<String>,
 }
 
 /// The Spark application, in Livy's terms but not yet named or given a default file.
@@ -137,13 +143,16 @@ pub fn parse(raw: &str) -> Result<TaskInput, InvalidInput> {
         )));
     };
     let nested = NESTED_FIELDS.iter().any(|k| obj.contains_key(*k));
+    let execution = execution_name(&obj)?;
     if !nested {
         return Ok(TaskInput {
             livy: None,
             job: parse_job(&obj, "")?,
+            execution,
         });
     }
-    unknown_keys(&obj, &NESTED_FIELDS, "input (nested shape)")?;
+    let allowed: Vec<&str> = NESTED_FIELDS.iter().chain(&NESTED_EXTRA).copied().collect();
+    unknown_keys(&obj, &allowed, "input (nested shape)")?;
     let params = match obj.get("Parameters") {
         Some(Value::Object(p)) => p,
         Some(other) => {
@@ -187,7 +196,30 @@ pub fn parse(raw: &str) -> Result<TaskInput, InvalidInput> {
     Ok(TaskInput {
         livy,
         job: parse_job(params, "Parameters.")?,
+        execution,
     })
+}
+
+/// The execution's name: what follows the last `:` of `ExecutionId`, without control characters.
+fn execution_name(obj: &Map<String, Value>) -> Result<Option<String>, InvalidInput> {
+    match obj.get("ExecutionId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(arn)) => {
+            let name: String = arn
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(80)
+                .collect();
+            Ok((!name.is_empty()).then_some(name))
+        }
+        Some(other) => Err(InvalidInput(format!(
+            "ExecutionId must be a string (\"ExecutionId.$\": \"$$.Execution.Id\"), got {}",
+            kind(other)
+        ))),
+    }
 }
 
 fn parse_job(obj: &Map<String, Value>, prefix: &str) -> Result<SparkJob, InvalidInput> {

@@ -42,6 +42,9 @@ pub struct Entry {
     pub created_at: Option<String>,
     /// The user's `Name`, for the output.
     pub name: Option<String>,
+    /// The execution's name, when the input gave `ExecutionId` (for logs and `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<String>,
     /// The submission, so a batch Livy never received can still be submitted after a restart.
     pub request: CreateBatch,
     pub batch_id: Option<i64>,
@@ -53,6 +56,19 @@ pub struct Entry {
     pub last_state: Option<String>,
     /// The decided outcome, kept until Step Functions accepts it.
     pub report: Option<Report>,
+    /// The last failed attempt to deliver `report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_attempt: Option<ReportAttempt>,
+}
+
+/// A report attempt that failed: when, why, and how many have so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportAttempt {
+    /// RFC 3339.
+    pub at: String,
+    pub error: String,
+    pub attempts: u32,
 }
 
 impl Entry {
@@ -73,12 +89,14 @@ impl Entry {
                 humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             ),
             name,
+            execution: None,
             request,
             batch_id: None,
             app_id: None,
             submitted_at: None,
             last_state: None,
             report: None,
+            report_attempt: None,
         }
     }
 }
@@ -349,68 +367,111 @@ impl Journal {
 
 /// One task's entry, held in memory and written through to its file: the supervisor's view of
 /// what the journal keeps. Writes are serialised, so a later state never lands before an earlier.
+/// One task's entry, as the supervisor changes it, and its file in the journal.
 #[derive(Debug)]
 pub struct Record {
-    journal: Journal,
+    /// `None` for a task run without a journal (`submit`): nothing is written.
+    journal: Option<Journal>,
     key: String,
     entry: Mutex<Entry>,
-    /// Whether the entry is on disk (a failed first write leaves it only in memory).
     saved: std::sync::atomic::AtomicBool,
     writes: tokio::sync::Mutex<()>,
+    /// Bumped on every change, for whoever shows progress.
+    changes: watch::Sender<u64>,
 }
 
 impl Record {
-    /// `saved`: the entry is on disk already (it came from the journal).
     pub fn new(journal: Journal, key: String, entry: Entry, saved: bool) -> Self {
+        Self::with(Some(journal), key, entry, saved)
+    }
+
+    /// A record kept in memory only: `submit` runs one task without a journal.
+    pub fn in_memory(key: String, entry: Entry) -> Self {
+        Self::with(None, key, entry, true)
+    }
+
+    fn with(journal: Option<Journal>, key: String, entry: Entry, saved: bool) -> Self {
         Record {
             journal,
             key,
             entry: Mutex::new(entry),
             saved: saved.into(),
             writes: tokio::sync::Mutex::new(()),
+            changes: watch::channel(0).0,
         }
     }
 
-    /// The file's name in the journal: the task token's short hash.
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    /// Reads the entry. A panic elsewhere cannot leave it half-changed (changes are closures on
-    /// plain data), so a poisoned lock is read through.
     pub fn read<T>(&self, f: impl FnOnce(&Entry) -> T) -> T {
         f(&self.entry.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Wakes on every change of the entry.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn is_saved(&self) -> bool {
         self.saved.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Changes the entry and writes it. On error the change is kept in memory (the next write
-    /// carries it) and the journal stops new polls until it is writable again.
     pub async fn update(&self, change: impl FnOnce(&mut Entry)) -> io::Result<()> {
         change(&mut self.entry.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changes.send_modify(|n| *n += 1);
         self.save().await
     }
 
-    /// Writes the entry as it is now.
     pub async fn save(&self) -> io::Result<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
         let _serial = self.writes.lock().await;
         let entry = self.read(Entry::clone);
-        let result = self.journal.put(&self.key, &entry).await;
+        let result = journal.put(&self.key, &entry).await;
         if result.is_ok() {
             self.saved.store(true, std::sync::atomic::Ordering::Release);
         }
         result
     }
 
-    /// Removes the entry: the task needs nothing more from a restarted worker.
     pub async fn forget(&self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
         let _serial = self.writes.lock().await;
-        if let Err(e) = self.journal.remove(&self.key).await {
+        if let Err(e) = journal.remove(&self.key).await {
             error!(error = %e, "could not remove the journal entry; the next start will report this task again");
         }
     }
+}
+
+/// The entries of a journal directory, read without taking its lock or changing anything, for
+/// `status` while a worker runs: entries are replaced by rename, so each file read is whole. A
+/// file that vanishes meanwhile (its task ended) is skipped; one that does not parse is listed
+/// as an error.
+pub fn peek(dir: &Path) -> io::Result<Vec<(String, Result<Entry, String>)>> {
+    let mut entries = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        if !is_entry_file(&name) {
+            continue;
+        }
+        let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let parsed = match fs::read(item.path()) {
+            Ok(bytes) => serde_json::from_slice::<Entry>(&bytes).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        entries.push((key.to_owned(), parsed));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod failpoint;
 pub mod failure;
@@ -55,12 +56,16 @@ pub mod monitor;
 pub mod outcome;
 pub mod policy;
 pub mod poller;
+pub mod request;
 pub mod retry;
 pub mod sfn;
 pub mod shutdown;
+pub mod status;
+pub mod submit;
 pub mod supervisor;
 pub mod task;
 pub mod telemetry;
+pub mod validate;
 pub mod watchdog;
 pub mod yarn;
 

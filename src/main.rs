@@ -1,13 +1,13 @@
-//! Entry point: parse → telemetry → run the daemon → exit code.
+//! Entry point: parse → telemetry → run the command → exit code.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use spark_activity_worker::config::{BadConfig, Cli, Command, one_line};
+use spark_activity_worker::config::{BadConfig, Cli, Command, RunArgs, SubmitArgs, one_line};
 use spark_activity_worker::journal::Journal;
-use spark_activity_worker::{daemon, shutdown, telemetry};
+use spark_activity_worker::{daemon, shutdown, status, submit, telemetry, validate};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -21,28 +21,45 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Command::Run(args) = cli.command;
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Submit(args) => run_submit(args),
+        Command::Validate(args) => match args.livy.validate().and(args.policy.validate()) {
+            Err(msg) => bad(&msg),
+            Ok(()) if validate::run(&args) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(2),
+        },
+        Command::Status(args) => match status::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => bad(&msg),
+        },
+    }
+}
+
+fn bad(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
+}
+
+fn run(args: RunArgs) -> ExitCode {
     if let Err(msg) = args.validate() {
-        eprintln!("error: {msg}");
-        return ExitCode::from(2);
+        return bad(&msg);
     }
     let journal = match Journal::open(&args.state_dir) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: --state-dir {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return bad(&format!("--state-dir {e}")),
     };
-    telemetry::init(args.log_format, &args.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    telemetry::init(args.log.log_format, args.log.filter("info"));
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let code = runtime.block_on(async {
         let graceful = CancellationToken::new();
@@ -71,6 +88,33 @@ fn main() -> ExitCode {
         }
     });
     // Tasks left running after the drain are abandoned on purpose; do not wait on them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// `submit`: the first Ctrl-C (or SIGTERM) deletes the batch; a second gives up waiting.
+fn run_submit(args: SubmitArgs) -> ExitCode {
+    if let Err(msg) = args.livy.validate().and(args.policy.validate()) {
+        return bad(&msg);
+    }
+    telemetry::init(args.log.log_format, args.log.filter("warn"));
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let code = runtime.block_on(async {
+        let interrupt = CancellationToken::new();
+        let first = interrupt.clone();
+        tokio::select! {
+            result = submit::run(args, interrupt) => match result {
+                Ok(exit) => ExitCode::from(exit.code()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            () = shutdown::interrupted(first) => ExitCode::from(130),
+        }
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }

@@ -45,6 +45,27 @@ pub async fn signals(
     Ok(())
 }
 
+/// For a command run by hand (`submit`): cancels `first` on the first SIGINT/SIGTERM, returns on
+/// the second (give up waiting). If the handlers cannot be set, waits forever.
+pub async fn interrupted(first: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    for _ in 0..2 {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if first.is_cancelled() {
+            return;
+        }
+        first.cancel();
+    }
+}
+
 /// Tells systemd (`Type=notify`) the worker is ready: config valid, clients built, journal resumed.
 /// Without `NOTIFY_SOCKET` (not under systemd) this does nothing.
 pub fn notify_ready(status: &str) {

@@ -16,14 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::batch::{self, Batch};
-use crate::config::Endpoint;
 use crate::failpoint;
 use crate::failure::{ErrorName, Failure};
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, Record, ReportAttempt};
 use crate::livy::Livy;
 use crate::metrics;
 use crate::outcome::{self, About, Outcome, StopReason};
-use crate::policy;
+use crate::request;
 use crate::retry::Policy;
 use crate::sfn::{SfnError, TaskToken, Tasks};
 use crate::yarn::ResourceManager;
@@ -32,11 +31,8 @@ use crate::yarn::ResourceManager;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub heartbeat_interval: Duration,
-    pub default_file: Option<String>,
-    /// Where a task's `LivyHost`/`LivyPort` may point.
-    pub allowed_endpoints: Vec<Endpoint>,
-    /// What task input may ask for.
-    pub policy: policy::Policy,
+    /// What task input may ask for, and where it may send it.
+    pub request: request::Rules,
     pub timing: batch::Timing,
 }
 
@@ -119,6 +115,9 @@ pub struct Reporter {
     pub activity: Arc<str>,
     /// When the task was delivered (or, resumed, first journaled): its duration starts there.
     pub since: SystemTime,
+    /// The task's journal record, where failed attempts are noted (for `status`); `None` for a
+    /// task refused before it was journaled.
+    pub record: Option<Arc<Record>>,
 }
 
 /// One report as sent.
@@ -224,11 +223,27 @@ impl Reporter {
     }
 
     async fn send(&self, attempt: &Attempt) -> Result<(), SfnError> {
-        match attempt {
+        let sent = match attempt {
             Attempt::Success(output) => self.sfn.succeed(&self.token, output).await,
             Attempt::Failure(f) => self.sfn.fail(&self.token, Some(f)).await,
             Attempt::Bare => self.sfn.fail(&self.token, None).await,
+        };
+        if let (Err(e), Some(record)) = (&sent, &self.record) {
+            let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            let error = e.to_string();
+            // A failed write is logged by the journal; the report goes on regardless.
+            let _ = record
+                .update(|entry| {
+                    let attempts = entry.report_attempt.as_ref().map_or(0, |a| a.attempts) + 1;
+                    entry.report_attempt = Some(ReportAttempt {
+                        at,
+                        error,
+                        attempts,
+                    });
+                })
+                .await;
         }
+        sent
     }
 }
 

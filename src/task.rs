@@ -11,14 +11,13 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
-use crate::batch::{self, Batch};
+use crate::batch::Batch;
 use crate::failure::{ErrorName, Failure};
-use crate::input::{self, InvalidInput};
 use crate::journal::{Entry, Record};
 use crate::livy::Livy;
 use crate::metrics;
 use crate::outcome::Outcome;
-use crate::policy::Forbidden;
+use crate::request::{self, Refused};
 use crate::sfn::{Task, TaskToken};
 use crate::supervisor::{Context, Reporter, Supervisor, panic_message};
 use crate::yarn::ResourceManager;
@@ -36,6 +35,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             token: task.token.clone(),
             activity: label.clone(),
             since: SystemTime::now(),
+            record: None,
         };
         let prepared =
             std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
@@ -43,16 +43,13 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             Ok(Ok(ready)) => ready,
             Ok(Err(refused)) => {
                 // Not journaled: nothing reached Livy, and the report goes out at once.
-                let failure = match refused {
-                    Refused::Invalid(InvalidInput(msg)) => {
-                        warn!(cause = %msg, "invalid task input");
-                        Failure::new(ErrorName::InvalidInput, msg)
+                let failure = refused.failure();
+                match refused {
+                    Refused::Invalid(_) => warn!(cause = %failure.cause, "invalid task input"),
+                    Refused::Forbidden(_) => {
+                        warn!(cause = %failure.cause, "task input forbidden by the policy")
                     }
-                    Refused::Forbidden(f) => {
-                        warn!(cause = %f, "task input forbidden by the policy");
-                        Failure::new(ErrorName::Forbidden, f.to_string())
-                    }
-                };
+                }
                 reporter.deliver(&Outcome::Failure(failure)).await;
                 return;
             }
@@ -75,7 +72,10 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             .delivered_at(delivered_at, label.clone());
         Supervisor {
             ctx: ctx.clone(),
-            reporter,
+            reporter: Reporter {
+                record: Some(record.clone()),
+                ..reporter
+            },
             record,
             batch,
             resumed: false,
@@ -105,6 +105,7 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
             token,
             activity: metrics::activity_label(&activity).into(),
             since,
+            record: None,
         };
         let pending = entry.report.as_ref().map(Outcome::from_report);
         let base = match Url::parse(&entry.livy_url) {
@@ -127,6 +128,14 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
                 return;
             }
         };
+        let span = tracing::Span::current();
+        span.record("batch_name", entry.batch_name.as_str());
+        if let Some(id) = entry.batch_id {
+            span.record("batch_id", id);
+        }
+        if let Some(execution) = &entry.execution {
+            span.record("execution", execution.as_str());
+        }
         match &pending {
             Some(_) => {
                 metrics::resumed("report");
@@ -139,7 +148,10 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
         let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
         Supervisor {
             ctx: ctx.clone(),
-            reporter,
+            reporter: Reporter {
+                record: Some(record.clone()),
+                ..reporter
+            },
             record,
             batch,
             resumed: true,
@@ -164,14 +176,24 @@ pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
         token: task.token.clone(),
         activity: metrics::activity_label(activity).into(),
         since: SystemTime::now(),
+        record: None,
     }
     .deliver(&Outcome::Failure(failure))
     .instrument(task_span(activity, &key))
     .await;
 }
 
+/// Every line of a task carries these: the activity's name, the token's hash, and, once known,
+/// the batch's name and id and the execution's name (from the optional `ExecutionId`).
 fn task_span(activity: &str, key: &str) -> tracing::Span {
-    info_span!("task", activity = %activity_name(activity), token = %key, batch_id = tracing::field::Empty)
+    info_span!(
+        "task",
+        activity = %activity_name(activity),
+        token = %key,
+        batch_name = tracing::field::Empty,
+        batch_id = tracing::field::Empty,
+        execution = tracing::field::Empty,
+    )
 }
 
 fn activity_name(arn: &str) -> &str {
@@ -195,60 +217,22 @@ fn clients_for(ctx: &Context, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceMan
 
 type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
 
-/// Why a delivered task is not run.
-enum Refused {
-    Invalid(InvalidInput),
-    Forbidden(Forbidden),
-}
-
-impl From<InvalidInput> for Refused {
-    fn from(e: InvalidInput) -> Self {
-        Refused::Invalid(e)
-    }
-}
-
-/// Input → a journal entry and the clients to run it with. Task input may only name allowed
-/// Livy endpoints (host and port), and only ask for what the operator's policy allows.
+/// Input → a journal entry and the clients to run it with.
 fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Refused> {
-    let input = input::parse(&task.input)?;
-    let base = match &input.livy {
-        None => ctx.livy.base().clone(),
-        Some((host, port)) => {
-            let allowed = &ctx.settings.allowed_endpoints;
-            if !allowed.iter().any(|e| e.host == *host && e.port == *port) {
-                let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-                return Err(Refused::Invalid(InvalidInput(format!(
-                    "LivyHost/LivyPort {host}:{port} is not a Livy endpoint this worker may use (allowed: {}); see --allowed-livy-endpoint",
-                    list.join(", ")
-                ))));
-            }
-            let mut url: Url = ctx.livy.base().clone();
-            if url.set_host(Some(host)).is_err() || url.set_port(Some(*port)).is_err() {
-                return Err(Refused::Invalid(InvalidInput(format!(
-                    "LivyHost/LivyPort {host}:{port} do not form a URL"
-                ))));
-            }
-            url
-        }
-    };
     let key = task.token.short_hash();
-    let name = input.job.name.clone();
-    let mut request = input.job.to_request(
-        batch::name_for(name.as_deref(), &key),
-        ctx.settings.default_file.as_deref(),
-    )?;
-    ctx.settings
-        .policy
-        .apply(&mut request)
-        .map_err(Refused::Forbidden)?;
-    batch::add_tag(&mut request, &batch::tag_for(&key));
-    let entry = Entry::new(
+    let ready = request::prepare(&ctx.settings.request, ctx.livy.base(), &task.input, &key)?;
+    if let Some(execution) = &ready.execution {
+        tracing::Span::current().record("execution", execution.as_str());
+    }
+    tracing::Span::current().record("batch_name", ready.request.name.as_str());
+    let mut entry = Entry::new(
         task.token.secret().to_owned(),
         activity.to_string(),
-        base.to_string(),
-        name,
-        request,
+        ready.livy_url.to_string(),
+        ready.name,
+        ready.request,
     );
-    let (livy, yarn) = clients_for(ctx, &base);
+    entry.execution = ready.execution;
+    let (livy, yarn) = clients_for(ctx, &ready.livy_url);
     Ok((entry, livy, yarn))
 }

@@ -16,6 +16,7 @@ use spark_activity_worker::config::Endpoint;
 use spark_activity_worker::journal::{Entry, Journal};
 use spark_activity_worker::livy::CreateBatch;
 use spark_activity_worker::policy::Policy;
+use spark_activity_worker::request::Rules;
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken};
 use spark_activity_worker::supervisor::{Context, InFlight, Settings};
 use spark_activity_worker::task;
@@ -67,12 +68,14 @@ fn rig(name: &str, timing: Timing) -> Rig {
         yarn: yarn.clone(),
         settings: Settings {
             heartbeat_interval: HEARTBEAT,
-            default_file: None,
-            allowed_endpoints: vec![Endpoint {
-                host: "livy.test".into(),
-                port: 8998,
-            }],
-            policy: Policy::default(),
+            request: Rules {
+                default_file: None,
+                allowed_endpoints: vec![Endpoint {
+                    host: "livy.test".into(),
+                    port: 8998,
+                }],
+                policy: Policy::default(),
+            },
             timing,
         },
         in_flight: InFlight::default(),
