@@ -5,11 +5,16 @@
 //! From the top down; a module uses only modules further down the list (none uses one above it,
 //! and clients never call up into roles).
 //! - [`daemon`]: composition root and the shutdown sequence (`main.rs` above it).
+//! - [`submit`]: one task input run to its end without Step Functions (`submit`).
+//! - [`validate`]: task inputs checked, and the Livy request each would send printed.
+//! - [`status`]: the tasks in flight, read from the journal (`status`).
+//! - [`connect`]: Livy and ResourceManager clients from the flags; credentials checked at start.
 //! - [`poller`]: capacity permit → `GetActivityTask` → a task.
 //! - [`task`]: where a task comes from (a delivery, the journal, a refusal) → its supervisor.
 //! - [`supervisor`]: one task: a heartbeat at once, heartbeats race its batch, then the report,
 //!   exactly once, with fallbacks when Step Functions refuses it.
 //! - [`outcome`]: what a task's end reports: the success output, failure wording.
+//! - [`request`]: task input → the Livy request: endpoint rules, name and tag, policy.
 //! - [`batch`]: the Livy batch protocol: submit or adopt, follow, cross-check with YARN, kill.
 //! - [`monitor`]: the `--metrics-listen` endpoint: `/metrics`, `/healthz`, `/readyz`.
 //! - [`health`]: Livy and journal health; no polling while either is down.

@@ -29,7 +29,6 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
     counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
     let delivered_at = Instant::now();
     async {
-        info!("task received");
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token: task.token.clone(),
@@ -64,6 +63,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
                 return;
             }
         };
+        info!("task received");
         let record = Arc::new(Record::new(ctx.journal.clone(), key.clone(), entry, false));
         // Journaled before anything else: from here on a restarted worker resumes the task. A
         // failed write is retried before the POST (the batch waits for it).

@@ -1,6 +1,7 @@
 //! End-to-end tests: real LocalStack Step Functions, the project's Livy-compatible server (real
 //! `spark-submit` where it matters) and the worker binary. Run through `make test`.
 
+mod commands;
 mod durability;
 mod harness;
 mod lifecycle;
