@@ -309,6 +309,7 @@ if [ ${#missing[@]} -eq 0 ]; then pass "bootstrap: --help documents every argume
 # --- CloudFormation ----------------------------------------------------------------------------
 cfn_lint="$repo/.cache/cfn-lint/bin/cfn-lint"
 if out=$("$cfn_lint" "$repo/bootstrap/cloudformation.yaml" 2>&1); then pass "cfn-lint bootstrap/cloudformation.yaml"; else fail "cfn-lint bootstrap/cloudformation.yaml" "$out"; fi
+if out=$("$repo/tests/deploy/monitoring.sh" 2>&1); then pass "monitoring: alert rules and their unit tests, the dashboard's queries and metric names"; else fail "monitoring: alert rules and their unit tests, the dashboard's queries and metric names" "$out"; fi
 
 echo "deploy: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
