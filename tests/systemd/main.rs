@@ -324,10 +324,36 @@ async fn the_release_installed_by_the_bootstrap_action_under_real_systemd() {
     assert_eq!(o.status, ExecutionStatus::Succeeded, "{o:?}");
     let out = o.output.expect("output");
     assert_eq!(out["state"], "success", "{out}");
+    // The monitoring endpoint install.sh turns on (127.0.0.1:9464), served under the hardened
+    // unit; the container shares the host's network.
+    let http = reqwest::Client::new();
+    let readyz = http
+        .get("http://127.0.0.1:9464/readyz")
+        .send()
+        .await
+        .expect("/readyz answers");
+    assert_eq!(readyz.status().as_u16(), 200);
+    let scrape = http
+        .get("http://127.0.0.1:9464/metrics")
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("metrics text");
+    let succeeded = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("spark_activity_worker_tasks_finished_total{")
+                && l.contains("outcome=\"succeeded\"")
+        })
+        .unwrap_or_else(|| panic!("no succeeded tasks in the scrape:\n{scrape}"));
+    assert!(succeeded.ends_with(" 1"), "{succeeded}");
     step(
         4,
         &format!(
-            "SparkPi ran through spark-submit and the execution succeeded: batch {}, {}s",
+            "SparkPi ran through spark-submit and the execution succeeded: batch {}, {}s; \
+             /readyz 200 and /metrics counts it ({succeeded})",
             out["batchId"], out["durationSeconds"]
         ),
     );
