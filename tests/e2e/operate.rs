@@ -449,3 +449,58 @@ fn the_scrape_parser_reads_quoted_braces_escapes_and_infinities() {
     assert_eq!(s.sum("plain", &[]), 1.5);
     assert_eq!(s.sum("x_total", &[("status", "500")]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_counts_the_task_it_resumed_and_its_report() {
+    let (dir, sfn, livy, activity) = rig("metrics-resume", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut first = Worker::start(&dir, &activity, &livy.url, &["--metrics-listen", &addr]);
+    let ex = sfn
+        .start(
+            &sm,
+            &json!({"File": "sim:success?run=6", "Name": "resumed"}),
+        )
+        .await;
+    livy.until("the batch running", Duration::from_secs(30), |s| {
+        running(s) == 1
+    })
+    .await;
+    first.kill9().await;
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _second = Worker::start(&dir, &activity, &livy.url, &["--metrics-listen", &addr]);
+    let mon = Monitor::new(&addr);
+    mon.until("readyz", 200, |_| true, Duration::from_secs(30))
+        .await;
+    let out = sfn.finish(&ex, Duration::from_secs(60)).await;
+    assert_eq!(out.status, ExecutionStatus::Succeeded, "{out:?}");
+    let name = activity.rsplit(':').next().expect("name");
+    let s = mon.scrape().await;
+    assert_eq!(
+        s.sum(&m("resumes_total"), &[("outcome", "followed")]),
+        1.0,
+        "{}",
+        s.text
+    );
+    assert_eq!(s.sum(&m("resumes_total"), &[]), 1.0);
+    assert_eq!(
+        s.sum(&m("tasks_received_total"), &[]),
+        0.0,
+        "nothing new was delivered"
+    );
+    assert_eq!(
+        s.sum(
+            &m("tasks_finished_total"),
+            &[("activity", name), ("outcome", "succeeded")]
+        ),
+        1.0,
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.sum(&m("livy_requests_total"), &[("route", "POST /batches")]),
+        0.0,
+        "the batch was followed, not posted again"
+    );
+}
