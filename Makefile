@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd fuzz-smoke deny clean
+.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd fuzz-smoke deny clean dashboard-picture
 
 all: build
 
@@ -96,3 +96,9 @@ deny:
 clean:
 	$(CARGO) clean
 	rm -rf .cache fuzz/target
+
+# docs/dashboard.png: monitoring/grafana-dashboard.json drawn from a real Prometheus that scraped
+# the worker through 3 minutes of executions (LocalStack, the Livy server). Not part of `make test`.
+dashboard-picture: deps
+	$(CARGO) build --bins --workspace
+	tests/rig/with-localstack.sh tests/rig/dashboard-picture.sh
