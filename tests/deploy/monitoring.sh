@@ -67,5 +67,12 @@ for file in "$rules" "$dashboard"; do
   if [ ${#unknown[@]} -eq 0 ]; then pass "$what"; else fail "$what" "${unknown[@]}"; fi
 done
 
+# The README's alert table names every alert, so an operator reading it knows them all.
+missing=()
+while read -r alert; do
+  grep -q "^| \`$alert\` |" "$repo/README.md" || missing+=("$alert")
+done < <(sed -n 's/^ *- alert: *\([A-Za-z0-9_]*\).*/\1/p' "$rules")
+if [ ${#missing[@]} -eq 0 ]; then pass "the README's alert table lists every alert"; else fail "the README's alert table lists every alert" "${missing[@]}"; fi
+
 echo "monitoring: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
