@@ -313,11 +313,26 @@ async fn status_shows_the_tasks_in_flight_and_every_json_log_line_of_a_task_name
         running(s) == 2
     })
     .await;
-    // Sync catches up with Livy within a few intervals.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
     let state_dir = dir.join("state");
     let state_dir = state_dir.to_str().expect("utf-8");
+    // The worker's sync catches up with Livy within an interval or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(
+            &["status", "--state-dir", state_dir, "--json"],
+            Duration::from_secs(10),
+        )
+        .await;
+        let synced = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("\"state\":\"running\""))
+            .count();
+        if synced == 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let table = run(
         &["status", "--state-dir", state_dir],
         Duration::from_secs(10),

@@ -409,6 +409,20 @@ pub fn journal_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until the journal in `dir/state` is empty: an entry is removed just after Step
+/// Functions accepted its report, which an execution's status can show a moment earlier.
+pub async fn journal_emptied(dir: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while journal_files(dir) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} journal entries left after {within:?}",
+            journal_files(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Dates the (one) journal entry in `dir/state` `by` earlier: the worker "was down" that long.
 pub fn age_the_journal_entry(dir: &Path, by: Duration) {
     let path = std::fs::read_dir(dir.join("state"))

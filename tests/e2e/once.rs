@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::{Value, json};
 
-use crate::harness::{self, Worker, age_the_journal_entry, journal_files, rig, running, yarn_app};
+use crate::harness::{
+    self, Worker, age_the_journal_entry, journal_emptied, journal_files, rig, running, yarn_app,
+};
 use crate::proxy::SfnProxy;
 
 // 1. Livy unreachable while a batch runs -------------------------------------------------------
@@ -396,7 +398,7 @@ async fn a_success_step_functions_refuses_for_good_ends_as_report_refused_at_onc
             .count(),
         1
     );
-    assert_eq!(journal_files(&dir), 0);
+    journal_emptied(&dir, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

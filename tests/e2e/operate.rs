@@ -215,7 +215,15 @@ async fn metrics_and_health_endpoints_report_what_the_worker_did() {
         running(s) == 1
     })
     .await;
-    let during = mon.scrape().await;
+    // The worker sees it at its next sync.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let during = loop {
+        let s = mon.scrape().await;
+        if s.sum(&m("batches"), &[("state", "running")]) == 1.0 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         during.sum(&m("batches"), &[("state", "running")]),
         1.0,
