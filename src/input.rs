@@ -193,6 +193,11 @@ pub fn parse(raw: &str) -> Result<TaskInput, InvalidInput> {
         (None, None) => None,
         (None, Some(_)) => return Err(InvalidInput("LivyPort given without LivyHost".into())),
     };
+    // The nested shape may carry it beside LivyHost or inside Parameters.
+    let execution = match execution {
+        Some(name) => Some(name),
+        None => execution_name(params)?,
+    };
     Ok(TaskInput {
         livy,
         job: parse_job(params, "Parameters.")?,
@@ -475,6 +480,30 @@ mod tests {
             Err(InvalidInput(m)) => m,
             Ok(t) => panic!("accepted {v}: {t:?}"),
         }
+    }
+
+    #[test]
+    fn execution_id_names_the_execution_in_either_shape_and_never_reaches_livy() {
+        let arn = "arn:aws:states:us-east-1:123456789012:execution:etl:nightly-42";
+        let flat =
+            parse(&json!({"File": "s3://b/a.py", "ExecutionId": arn}).to_string()).expect("valid");
+        assert_eq!(flat.execution.as_deref(), Some("nightly-42"));
+        let request = flat.job.to_request("n".into(), None).expect("request");
+        assert!(
+            !serde_json::to_string(&request)
+                .expect("json")
+                .contains("nightly")
+        );
+        for nested in [
+            json!({"LivyHost": "h", "ExecutionId": arn, "Parameters": {"File": "f"}}),
+            json!({"LivyHost": "h", "Parameters": {"File": "f", "ExecutionId": arn}}),
+        ] {
+            let input = parse(&nested.to_string()).expect("valid");
+            assert_eq!(input.execution.as_deref(), Some("nightly-42"), "{nested}");
+        }
+        assert!(
+            err(json!({"File": "f", "ExecutionId": 7})).contains("ExecutionId must be a string")
+        );
     }
 
     #[test]
