@@ -28,6 +28,31 @@ pub struct Clients {
     pub yarn_urls: Vec<Url>,
 }
 
+impl Clients {
+    /// The Livy and the ResourceManager of a task's Livy URL: these for `--livy-url`, else those
+    /// of the allowed host it names (EMR runs both on the primary node).
+    pub fn for_url(&self, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceManager>) {
+        for_url(&self.livy, &self.yarn, base)
+    }
+}
+
+/// [`Clients::for_url`] from the two clients.
+pub fn for_url(
+    livy: &Arc<dyn Livy>,
+    yarn: &Arc<dyn ResourceManager>,
+    base: &Url,
+) -> (Arc<dyn Livy>, Arc<dyn ResourceManager>) {
+    if base == livy.base() {
+        return (livy.clone(), yarn.clone());
+    }
+    let yarn = if base.host_str() == livy.base().host_str() {
+        yarn.clone()
+    } else {
+        yarn.for_host(base.host_str().unwrap_or_default())
+    };
+    (livy.at(base.clone()), yarn)
+}
+
 /// Builds the clients the flags describe. Nothing is sent yet (see [`first_contact`]).
 pub async fn clients(args: &LivyArgs) -> Result<Clients, BadConfig> {
     let (trust, auth) = security(args).await?;

@@ -8,7 +8,6 @@
 //! - [`submit`]: one task input run to its end without Step Functions (`submit`).
 //! - [`validate`]: task inputs checked, and the Livy request each would send printed.
 //! - [`status`]: the tasks in flight, read from the journal (`status`).
-//! - [`connect`]: Livy and ResourceManager clients from the flags; credentials checked at start.
 //! - [`poller`]: capacity permit → `GetActivityTask` → a task.
 //! - [`task`]: where a task comes from (a delivery, the journal, a refusal) → its supervisor.
 //! - [`supervisor`]: one task: a heartbeat at once, heartbeats race its batch, then the report,
@@ -19,6 +18,8 @@
 //! - [`monitor`]: the `--metrics-listen` endpoint: `/metrics`, `/healthz`, `/readyz`.
 //! - [`health`]: Livy and journal health; no polling while either is down.
 //! - [`telemetry`]: text or JSON logs on stderr.
+//! - [`connect`]: Livy and ResourceManager clients from the flags (credentials checked at start),
+//!   and those of a task's Livy URL.
 //! - [`config`]: the command line (every flag also an environment variable), validated at start.
 //! - [`policy`]: the operator's rules over task input (proxy users, files, conf, queues, sizes).
 //! - [`input`]: task input shapes and validation.

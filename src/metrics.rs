@@ -175,8 +175,8 @@ pub fn describe() {
 }
 
 /// The activity label: the name at the end of the ARN.
-pub fn activity_label(arn: &str) -> String {
-    arn.rsplit(':').next().unwrap_or(arn).to_owned()
+pub fn activity_label(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
 }
 
 /// One Livy request: its route template (never the batch name), its status, its latency.

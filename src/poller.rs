@@ -114,7 +114,7 @@ impl Poller {
             debug!(activity = %self.activity, "polling for a task");
             // Not raced against shutdown: dropping this future could lose a delivered task.
             let poll = self.ctx.sfn.next_task(&self.activity, &self.worker_name);
-            let label = metrics::activity_label(&self.activity);
+            let label = metrics::activity_label(&self.activity).to_owned();
             let open = gauge!(metrics::POLLS_OPEN, "activity" => label.clone());
             open.increment(1.0);
             let polled = self.alive(poll, Some(POLL_WEDGED_AFTER)).await;

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::config::StatusArgs;
 use crate::journal::{self, Entry, Report};
+use crate::metrics;
 
 /// Prints the table (or JSON lines). `Err` is a message for a directory that cannot be read.
 pub fn run(args: &StatusArgs) -> Result<(), String> {
@@ -48,7 +49,7 @@ pub fn row(key: &str, e: &Entry, now: SystemTime) -> Value {
         .map(|a| json!({"at": a.at, "error": a.error, "attempts": a.attempts}));
     json!({
         "task": key,
-        "activity": e.activity_arn.rsplit(':').next().unwrap_or(&e.activity_arn),
+        "activity": metrics::activity_label(&e.activity_arn),
         "execution": e.execution,
         "batchName": e.batch_name,
         "batchId": e.batch_id,

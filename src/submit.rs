@@ -63,15 +63,7 @@ pub async fn run(args: SubmitArgs, interrupt: CancellationToken) -> Result<Exit,
             return Ok(Exit::Invalid);
         }
     };
-    let (livy, yarn) = if &ready.livy_url == clients.livy.base() {
-        (clients.livy.clone(), clients.yarn.clone())
-    } else {
-        let host = ready.livy_url.host_str().unwrap_or_default().to_owned();
-        (
-            clients.livy.at(ready.livy_url.clone()),
-            clients.yarn.for_host(&host),
-        )
-    };
+    let (livy, yarn) = clients.for_url(&ready.livy_url);
     let base = ready.livy_url.clone();
     let entry = Entry::new(
         String::new(),

@@ -12,6 +12,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
 use crate::batch::Batch;
+use crate::connect;
 use crate::failure::{ErrorName, Failure};
 use crate::journal::{Entry, Record};
 use crate::livy::Livy;
@@ -143,7 +144,7 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
             }
             None => info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal"),
         }
-        let (livy, yarn) = clients_for(&ctx, &base);
+        let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &base);
         let record = Arc::new(Record::new(ctx.journal.clone(), key, entry, true));
         let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
         Supervisor {
@@ -188,31 +189,12 @@ pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
 fn task_span(activity: &str, key: &str) -> tracing::Span {
     info_span!(
         "task",
-        activity = %activity_name(activity),
+        activity = %metrics::activity_label(activity),
         token = %key,
         batch_name = tracing::field::Empty,
         batch_id = tracing::field::Empty,
         execution = tracing::field::Empty,
     )
-}
-
-fn activity_name(arn: &str) -> &str {
-    arn.rsplit(':').next().unwrap_or(arn)
-}
-
-/// The Livy and the ResourceManager of a task's Livy URL: the worker's own for `--livy-url`,
-/// else those of the allowed host it names (EMR runs both on the primary node).
-fn clients_for(ctx: &Context, base: &Url) -> (Arc<dyn Livy>, Arc<dyn ResourceManager>) {
-    if base == ctx.livy.base() {
-        return (ctx.livy.clone(), ctx.yarn.clone());
-    }
-    let same_host = base.host_str() == ctx.livy.base().host_str();
-    let yarn = if same_host {
-        ctx.yarn.clone()
-    } else {
-        ctx.yarn.for_host(base.host_str().unwrap_or_default())
-    };
-    (ctx.livy.at(base.clone()), yarn)
 }
 
 type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
@@ -233,6 +215,6 @@ fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Ref
         ready.request,
     );
     entry.execution = ready.execution;
-    let (livy, yarn) = clients_for(ctx, &ready.livy_url);
+    let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &ready.livy_url);
     Ok((entry, livy, yarn))
 }
