@@ -54,79 +54,61 @@ impl std::fmt::Debug for Checks {
 impl Checks {
     /// `/healthz`: every poll loop turned within the window.
     pub fn alive(&self) -> (bool, Value) {
-        let ok = self.liveness.healthy(ALIVE_WINDOW);
-        let detail = if ok {
-            "ok".to_owned()
-        } else {
-            format!(
-                "a poll loop shows no progress for {}s",
-                ALIVE_WINDOW.as_secs()
-            )
-        };
-        (ok, reply(&[("poll_loops", ok, detail)]))
+        let failing = format!(
+            "a poll loop shows no progress for {}s",
+            ALIVE_WINDOW.as_secs()
+        );
+        reply(&[("poll_loops", self.liveness.healthy(ALIVE_WINDOW), &failing)])
     }
 
     /// `/readyz`: ready to take and run tasks.
     pub fn ready(&self) -> (bool, Value) {
-        let check = |ok: bool, failing: &str| {
-            (
-                ok,
-                if ok {
-                    "ok".to_owned()
-                } else {
-                    failing.to_owned()
-                },
-            )
-        };
-        let checks = [
+        reply(&[
             (
                 "journal",
-                check(
-                    *self.journal_writable.borrow(),
-                    "the journal cannot be written (is the disk full?)",
-                ),
+                *self.journal_writable.borrow(),
+                "the journal cannot be written (is the disk full?)",
             ),
             (
                 "livy",
-                check(*self.livy_up.borrow(), "livy does not answer its probe"),
+                *self.livy_up.borrow(),
+                "livy does not answer its probe",
             ),
             (
                 "step_functions",
-                check(
-                    *self.sfn_reachable.borrow(),
-                    "the last Step Functions call did not reach the service",
-                ),
+                *self.sfn_reachable.borrow(),
+                "the last Step Functions call did not reach the service",
             ),
             (
                 "shutdown",
-                check(!self.shutdown.is_cancelled(), "the worker is shutting down"),
+                !self.shutdown.is_cancelled(),
+                "the worker is shutting down",
             ),
-        ];
-        let all = checks.iter().all(|(_, (ok, _))| *ok);
-        let rows: Vec<(&str, bool, String)> = checks
-            .into_iter()
-            .map(|(name, (ok, detail))| (name, ok, detail))
-            .collect();
-        (all, reply(&rows))
+        ])
     }
 }
 
-fn reply(rows: &[(&str, bool, String)]) -> Value {
-    let ok = rows.iter().all(|(_, ok, _)| *ok);
-    let checks: Map<String, Value> = rows
+/// Whether every check passes, and the reply naming each: `"ok"`, or why it fails.
+fn reply(checks: &[(&str, bool, &str)]) -> (bool, Value) {
+    let ok = checks.iter().all(|(_, ok, _)| *ok);
+    let details: Map<String, Value> = checks
         .iter()
-        .map(|(name, _, detail)| ((*name).to_owned(), Value::String(detail.clone())))
+        .map(|(name, ok, failing)| {
+            let detail = if *ok { "ok" } else { failing };
+            ((*name).to_owned(), Value::from(detail))
+        })
         .collect();
-    let failing: Vec<&str> = rows
+    let failing: Vec<&str> = checks
         .iter()
         .filter(|(_, ok, _)| !ok)
         .map(|(name, _, _)| *name)
         .collect();
-    json!({
+    let body = json!({
         "status": if ok { "ok" } else { "failing" },
         "failing": failing,
-        "checks": checks,
-    })
+        "checks": details,
+    });
+    (ok, body)
 }
 
 /// Binds the address now, so a bad or taken one stops the start.
