@@ -503,6 +503,137 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// The `spark-job-resource` function's settings, from its environment (a Lambda function has no
+/// command line): where a resource's `LivyHost` may point, how Livy is reached, how long a batch
+/// may take to start, and the worker's own policy variables.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "spark-job-resource", version = crate::VERSION, about)]
+pub struct ResourceArgs {
+    /// Host names a resource's `LivyHost` may be: exact names or IP addresses, or `*.SUFFIX`
+    /// patterns such as `*.compute.internal` (any port).
+    #[arg(long = "allowed-livy-hosts", value_name = "HOST", env = "ALLOWED_LIVY_HOSTS",
+          value_delimiter = ',', required = true, value_parser = parse_host_pattern)]
+    pub allowed_livy_hosts: Vec<HostPattern>,
+
+    /// Scheme Livy is reached with: http or https (the system's certificate authorities).
+    #[arg(long, value_name = "SCHEME", env = "LIVY_SCHEME", default_value = "http",
+          value_parser = ["http", "https"])]
+    pub livy_scheme: String,
+
+    /// How long Create and Update wait for the batch to leave `starting` (also cut short by the
+    /// function's own timeout).
+    #[arg(long, value_name = "DURATION", env = "START_TIMEOUT", default_value = "10m",
+          value_parser = parse_duration)]
+    pub start_timeout: Duration,
+
+    /// How often the batch state is read while waiting.
+    #[arg(long, value_name = "DURATION", env = "POLL_INTERVAL", default_value = "2s",
+          value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ResourceArgs {
+    /// The settings from the environment alone; `Err` is one line naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        Self::parse_named(["spark-job-resource"])
+    }
+
+    /// Parses `argv` (and the environment); errors name the environment variable of a flag.
+    pub fn parse_named<I, T>(argv: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::CommandFactory;
+        let named = |msg: String| {
+            let mut msg = msg;
+            for arg in Self::command().get_arguments() {
+                if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+                    let flag = format!("--{long}");
+                    let value = arg
+                        .get_value_names()
+                        .and_then(|v| v.first())
+                        .map(|v| format!("{flag} <{v}>"));
+                    if let Some(v) = value {
+                        msg = msg.replace(&v, &env.to_string_lossy());
+                    }
+                    msg = msg.replace(&flag, &env.to_string_lossy());
+                }
+            }
+            msg
+        };
+        let args = Self::try_parse_from(argv).map_err(|e| named(one_line(&e)))?;
+        args.policy.validate().map_err(named)?;
+        Ok(args)
+    }
+
+    /// Whether `host` (lower case, as task input parsing leaves it) may be a resource's Livy.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        self.allowed_livy_hosts.iter().any(|p| p.matches(host))
+    }
+}
+
+/// An allowed Livy host: one name or address, or every name under a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.compute.internal`: the suffix with its leading dot (`.compute.internal`).
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self {
+            HostPattern::Exact(h) => host == h,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// `host`, `10.0.0.1`, or `*.domain` (never a bare `*`, nor a wildcard elsewhere).
+fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
+    const EXPECTED: &str =
+        "expected a host name, an IP address or a pattern like *.compute.internal";
+    let s = s.trim().to_ascii_lowercase();
+    let (suffix, name) = match s.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, s.as_str()),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    if !valid {
+        return Err(EXPECTED.into());
+    }
+    Ok(if suffix {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
+}
+
 /// Why the worker cannot start with its configuration: one line naming the flag; exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -664,6 +795,60 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+        ResourceArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn the_resource_names_its_environment_variables_and_checks_host_patterns() {
+        let ok = ResourceArgs::parse_named([
+            "f",
+            "--allowed-livy-hosts",
+            "*.Compute.Internal, 10.0.0.5,livy.example",
+        ])
+        .expect("valid");
+        assert_eq!(ok.livy_scheme, "http");
+        assert_eq!(ok.start_timeout, Duration::from_secs(600));
+        assert_eq!(ok.poll_interval, Duration::from_secs(2));
+        for host in [
+            "ip-10-0-0-1.eu-west-1.compute.internal",
+            "10.0.0.5",
+            "livy.example",
+        ] {
+            assert!(ok.host_allowed(host), "{host}");
+        }
+        for host in [
+            "compute.internal",
+            "10.0.0.50",
+            "livy.example.evil",
+            "xcompute.internal",
+        ] {
+            assert!(!ok.host_allowed(host), "{host}");
+        }
+        for (argv, var) in [
+            (vec!["f"], "ALLOWED_LIVY_HOSTS"),
+            (vec!["f", "--allowed-livy-hosts", "*"], "ALLOWED_LIVY_HOSTS"),
+            (
+                vec!["f", "--allowed-livy-hosts", "a.*.b"],
+                "ALLOWED_LIVY_HOSTS",
+            ),
+            (
+                vec!["f", "--allowed-livy-hosts", "h", "--start-timeout", "soon"],
+                "START_TIMEOUT",
+            ),
+            (
+                vec!["f", "--allowed-livy-hosts", "h", "--livy-scheme", "ftp"],
+                "LIVY_SCHEME",
+            ),
+            (
+                vec!["f", "--allowed-livy-hosts", "h", "--max-executors", "0"],
+                "SPARK_ACTIVITY_WORKER_MAX_EXECUTORS",
+            ),
+        ] {
+            let e = ResourceArgs::parse_named(argv.clone()).expect_err("invalid");
+            assert!(e.contains(var), "{argv:?}: {e}");
+            assert!(!e.contains("--"), "names the variable, not a flag: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! From the top down; a module uses only modules further down the list (none uses one above it,
 //! and clients never call up into roles).
 //! - [`daemon`]: composition root and the shutdown sequence (`main.rs` above it).
+//! - [`resource`]: the `Custom::SparkJob` CloudFormation resource (`spark-job-resource`, a
+//!   Lambda function): Create, Update and Delete of a batch, each answered once.
 //! - [`submit`]: one task input run to its end without Step Functions (`submit`).
 //! - [`validate`]: task inputs checked, and the Livy request each would send printed.
 //! - [`status`]: the tasks in flight, read from the journal (`status`).
@@ -31,6 +33,7 @@
 //!   only, or Kerberos SPNEGO with Hadoop's `hadoop.auth` cookie.
 //! - [`kerberos`]: the worker's Kerberos identity from its keytab; tickets renewed from it.
 //! - [`gssapi`]: the system's `libgssapi_krb5.so.2`, loaded at run time (the only `unsafe`).
+//! - [`cfn`]: CloudFormation's custom-resource request, and the answer PUT to its `ResponseURL`.
 //! - [`metrics`]: every metric's name, labels, help and buckets; the Prometheus recorder.
 //! - [`http`]: what the Livy and YARN clients share: no redirects, capped bodies, quotable text,
 //!   the trusted certificate authorities.
@@ -45,6 +48,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod cfn;
 pub mod config;
 pub mod connect;
 pub mod daemon;
@@ -63,6 +67,7 @@ pub mod outcome;
 pub mod policy;
 pub mod poller;
 pub mod request;
+pub mod resource;
 pub mod retry;
 pub mod sfn;
 pub mod shutdown;

@@ -7,7 +7,7 @@ use url::Url;
 use crate::batch;
 use crate::config::{Endpoint, LivyArgs, PolicyArgs};
 use crate::failure::{ErrorName, Failure};
-use crate::input::{self, InvalidInput};
+use crate::input::{self, InvalidInput, SparkJob};
 use crate::livy::CreateBatch;
 use crate::policy::{Forbidden, Policy};
 
@@ -93,9 +93,19 @@ pub fn prepare(rules: &Rules, livy_url: &Url, raw: &str, key: &str) -> Result<Pr
             url
         }
     };
-    let name = input.job.name.clone();
-    let mut request = input.job.to_request(
-        batch::name_for(name.as_deref(), key),
+    Ok(Prepared {
+        livy_url: base,
+        name: input.job.name.clone(),
+        execution: input.execution.clone(),
+        request: request_for(rules, &input.job, key)?,
+    })
+}
+
+/// The `POST /batches` body of `job` for the task (or resource) whose key is `key`: named after
+/// the user's `Name` and the key, given the default file, held to the policy, and tagged.
+pub fn request_for(rules: &Rules, job: &SparkJob, key: &str) -> Result<CreateBatch, Refused> {
+    let mut request = job.to_request(
+        batch::name_for(job.name.as_deref(), key),
         rules.default_file.as_deref(),
     )?;
     rules
@@ -103,10 +113,5 @@ pub fn prepare(rules: &Rules, livy_url: &Url, raw: &str, key: &str) -> Result<Pr
         .apply(&mut request)
         .map_err(Refused::Forbidden)?;
     batch::add_tag(&mut request, &batch::tag_for(key));
-    Ok(Prepared {
-        livy_url: base,
-        name,
-        execution: input.execution,
-        request,
-    })
+    Ok(request)
 }
