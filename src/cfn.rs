@@ -252,8 +252,8 @@ impl Answerer {
             "{}://{}{}",
             parsed.scheme(),
             parsed.host_str().unwrap_or_default(),
-            parsed.path()
-        );
+            parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ) + parsed.path();
         let body = response.body();
         let window = until.saturating_duration_since(Instant::now());
         let put = || async {

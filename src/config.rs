@@ -526,6 +526,13 @@ pub struct ResourceArgs {
           value_parser = parse_duration)]
     pub start_timeout: Duration,
 
+    /// How long a batch must stay running before Create and Update succeed: an application
+    /// that dies within it (a bad path, a bad setting) fails the request with its log. 0 succeeds
+    /// as soon as the batch runs.
+    #[arg(long, value_name = "DURATION", env = "START_SETTLE", default_value = "30s",
+          value_parser = parse_duration_or_zero)]
+    pub start_settle: Duration,
+
     /// How often the batch state is read while waiting.
     #[arg(long, value_name = "DURATION", env = "POLL_INTERVAL", default_value = "2s",
           value_parser = parse_duration)]
@@ -550,27 +557,27 @@ impl ResourceArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::CommandFactory;
-        let named = |msg: String| {
-            let mut msg = msg;
-            for arg in Self::command().get_arguments() {
-                if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
-                    let flag = format!("--{long}");
-                    let value = arg
-                        .get_value_names()
-                        .and_then(|v| v.first())
-                        .map(|v| format!("{flag} <{v}>"));
-                    if let Some(v) = value {
-                        msg = msg.replace(&v, &env.to_string_lossy());
-                    }
-                    msg = msg.replace(&flag, &env.to_string_lossy());
-                }
-            }
-            msg
-        };
-        let args = Self::try_parse_from(argv).map_err(|e| named(one_line(&e)))?;
-        args.policy.validate().map_err(named)?;
+        let args = Self::try_parse_from(argv).map_err(|e| Self::variables(&one_line(&e)))?;
+        args.policy.validate().map_err(|e| Self::variables(&e))?;
         Ok(args)
+    }
+
+    /// `msg` with each flag (`--max-executors`, `--max-executors <N>`) replaced by its
+    /// environment variable: the function's settings are only variables.
+    pub fn variables(msg: &str) -> String {
+        use clap::CommandFactory;
+        let mut msg = msg.to_owned();
+        for arg in Self::command().get_arguments() {
+            if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+                let flag = format!("--{long}");
+                let env = env.to_string_lossy();
+                if let Some(v) = arg.get_value_names().and_then(|v| v.first()) {
+                    msg = msg.replace(&format!("{flag} <{v}>"), &env);
+                }
+                msg = msg.replace(&flag, &env);
+            }
+        }
+        msg
     }
 
     /// Whether `host` (lower case, as task input parsing leaves it) may be a resource's Livy.

@@ -1,8 +1,8 @@
 //! The `Custom::SparkJob` CloudFormation resource: a Spark application deployed with a stack, by
 //! the `spark-job-resource` Lambda function. Create submits the batch and waits until it leaves
-//! `starting`; Update starts the new batch, waits until it runs, then kills the old one (two
-//! versions never run together), or keeps the batch when nothing that reaches Livy changed;
-//! Delete kills the batch. Every request is answered exactly once, before the invocation's
+//! `starting` (and has run for `START_SETTLE` without dying); Update starts the new batch the
+//! same way, then kills the old one (two versions never run together), or keeps the batch when
+//! nothing that reaches Livy changed; Delete kills the batch. Every request is answered exactly once, before the invocation's
 //! deadline: a batch that cannot start in time is killed and the answer is FAILED.
 //!
 //! The properties are the nested task input (`LivyHost`, `LivyPort`, `Parameters`), parsed,
@@ -271,7 +271,7 @@ impl NotStarted {
                 format!("Livy could not be reached, so no batch was created: {msg}")
             }
             NotStarted::Died { id, state, log } => {
-                let mut s = format!("the Spark application failed to start: batch {id} is {state}");
+                let mut s = format!("the Spark application failed at start: batch {id} is {state}");
                 if !log.is_empty() {
                     s.push_str("; the end of its log:\n");
                     s.push_str(&log.join("\n"));
@@ -366,7 +366,7 @@ impl Resource {
         self.check_host(&host)?;
         let refused = |r: request::Refused| {
             let f = r.failure();
-            format!("{}: {}", f.error, f.cause)
+            ResourceArgs::variables(&format!("{}: {}", f.error, f.cause))
         };
         let request = request::request_for(&self.rules, &parsed.job, key).map_err(refused)?;
         let spec = fingerprint(
@@ -396,7 +396,7 @@ impl Resource {
             }
         };
         match self.start(&planned, clock).await {
-            Ok(batch) => success(req, &planned.deployed, &batch, "started"),
+            Ok(batch) => success(req, &planned.deployed, &batch, ""),
             Err(not) => {
                 let reason = not.reason(self.args.start_timeout);
                 if !not.may_exist() {
@@ -445,12 +445,7 @@ impl Resource {
                     },
                 };
                 info!(replaced = %replaced, "updated");
-                success(
-                    req,
-                    &planned.deployed,
-                    &batch,
-                    &format!("started; {replaced}"),
-                )
+                success(req, &planned.deployed, &batch, &format!("; {replaced}"))
             }
             Err(not) => {
                 let mut reason = not.reason(self.args.start_timeout);
@@ -511,7 +506,7 @@ impl Resource {
     }
 
     /// Submits the batch (or finds the one an earlier delivery of this request submitted) and
-    /// waits until it leaves `starting`.
+    /// waits until it leaves `starting` and has run for `START_SETTLE`.
     async fn start(&self, planned: &Planned, clock: Clock) -> Result<livy::Batch, NotStarted> {
         let until = clock.start_by(self.args.start_timeout);
         let d = &planned.deployed;
@@ -519,9 +514,19 @@ impl Resource {
         let mut batch = self.submit(livy.as_ref(), &planned.request, until).await?;
         info!(batch_id = batch.id, batch = %d.name, state = %batch.state, "batch submitted");
         let mut cause = None;
+        let mut running_since: Option<Instant> = None;
         loop {
             match BatchState::parse(&batch.state) {
-                BatchState::Running | BatchState::Success => return Ok(batch),
+                BatchState::Success => return Ok(batch),
+                BatchState::Running => {
+                    let since = *running_since.get_or_insert_with(Instant::now);
+                    // Ran long enough, or out of time to watch it: it started.
+                    if since.elapsed() >= self.args.start_settle
+                        || Instant::now() + self.args.poll_interval >= until
+                    {
+                        return Ok(batch);
+                    }
+                }
                 BatchState::Dead | BatchState::Error | BatchState::Killed => {
                     let log = within(
                         until.max(clock.answer_by),
@@ -638,11 +643,15 @@ impl Resource {
     }
 }
 
-fn success(req: &Request, d: &Deployed, batch: &livy::Batch, what: &str) -> Response {
+/// `note` follows the batch's state in the reason: `; batch … killed`.
+fn success(req: &Request, d: &Deployed, batch: &livy::Batch, note: &str) -> Response {
     req.answer(Status::Success, d.physical_id())
         .data("BatchId", batch.id.to_string())
         .data("ApplicationId", batch.app_id.clone().unwrap_or_default())
-        .reason(format!("batch {} {what} ({})", batch.id, batch.state))
+        .reason(format!(
+            "batch {} ({}) is {}{note}",
+            batch.id, d.name, batch.state
+        ))
 }
 
 /// A Livy call cut short at `until`.
@@ -793,7 +802,8 @@ mod tests {
         p["Parameters"]["NumExecutors"] = json!("5");
         let e = r.plan(&p, "k").expect_err("forbidden");
         assert!(
-            e.starts_with("SparkJob.Forbidden") && e.contains("--max-executors"),
+            e.starts_with("SparkJob.Forbidden")
+                && e.contains("SPARK_ACTIVITY_WORKER_MAX_EXECUTORS"),
             "{e}"
         );
         let mut p = spark_pi();

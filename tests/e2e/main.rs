@@ -8,6 +8,7 @@ mod lifecycle;
 mod once;
 mod operate;
 mod proxy;
+mod resource;
 mod secure;
 mod spark;
 mod systemd;

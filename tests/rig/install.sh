@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test rig into .cache/ (git-ignored): LocalStack (Step Functions), pyspark (real
-# spark-submit) and cfn-lint, each in its own venv; plus, from Debian, shellcheck and
+# spark-submit), cfn-lint and cargo-lambda (a Lambda Runtime API emulator), each in its own venv;
+# plus, from Debian, shellcheck and
 # systemd-analyze (deployment checks), file, readelf and qemu-aarch64-static with an aarch64 glibc
 # (release check), debootstrap and systemd-nspawn (the service under real systemd), an MIT KDC and
 # client tools (tests/rig/with-kdc.sh), and the MIT GSSAPI headers with libclang and pkg-config
@@ -17,6 +18,9 @@ python=${PYTHON:-python3}
 localstack_pins=("localstack-core[runtime]==4.9.2" "cbor2<5.7" "pyopenssl<24.3" "cryptography<44" "service_identity<24.2")
 pyspark_pins=("pyspark==3.5.*")
 cfn_lint_pins=("cfn-lint==1.*")
+# The Lambda Runtime API emulator (`cargo lambda watch --only-lambda-apis`) that runs
+# spark-job-resource in the e2e tests; the wheel carries a prebuilt binary.
+cargo_lambda_pins=("cargo-lambda==1.9.2")
 
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
@@ -64,7 +68,10 @@ install_venv "$cache/pyspark" "${pyspark_pins[@]}" &
 ps_pid=$!
 install_venv "$cache/cfn-lint" "${cfn_lint_pins[@]}" &
 cl_pid=$!
+install_venv "$cache/cargo-lambda" "${cargo_lambda_pins[@]}" &
+lambda_pid=$!
 wait "$ls_pid"
 wait "$ps_pid"
 wait "$cl_pid"
+wait "$lambda_pid"
 echo "rig installed in $cache"
