@@ -24,6 +24,7 @@ use url::Url;
 use crate::auth::Auth;
 use crate::cfn::{Answerer, Request, RequestType, Response, Status};
 use crate::config::ResourceArgs;
+use crate::failpoint;
 use crate::http::{Trust, quote};
 use crate::input::{self, InvalidInput};
 use crate::livy::{self, BatchState, CreateBatch, Livy, LivyClient, LivyError};
@@ -314,6 +315,7 @@ impl Resource {
 
     /// The answer to one request (not yet sent).
     pub async fn handle(&self, req: &Request, clock: Clock) -> Response {
+        failpoint::hit("resource-panic");
         if !req.resource_type.is_empty()
             && req.resource_type != RESOURCE_TYPE
             && !req.resource_type.starts_with("Custom::")

@@ -717,6 +717,105 @@ async fn a_host_outside_allowed_livy_hosts_or_bad_properties_fail_by_name() {
         assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     }
     assert_eq!(livy.stats().await["posts"], 0, "nothing reached Livy");
+
+    // What Livy itself refuses (here, a script it cannot parse) is FAILED with Livy's words.
+    let bad = properties(&livy, "sim:success?run=soon", &[]);
+    let answer = stack
+        .answer(&function, &stack.request("Create", None, &bad, None))
+        .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "Livy refused the batch: livy answered 400: Rejected, Reason: sim: bad value for run"
+        ),
+        "{reason}"
+    );
+    assert_eq!(livy.stats().await["created"], 0);
+
+    // A request that is not CloudFormation's, but says where to answer, is answered FAILED.
+    let mut malformed = stack.request("Create", None, &bad, None);
+    malformed["RequestType"] = json!("Upsert");
+    let answer = stack.answer(&function, &malformed).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("not a CloudFormation custom-resource request")),
+        "{answer}"
+    );
+}
+
+/// A batch still `starting` when START_TIMEOUT ends is killed, then the Create fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_does_not_start_in_time_is_killed_and_the_create_fails() {
+    let dir = scratch("resource-slow");
+    let livy = livy(&dir).await;
+    let function = Function::start(&dir, &[allowed(), ("START_TIMEOUT", "3s")]).await;
+    let stack = Stack::new().await;
+    let props = properties(&livy, "sim:forever?start=600&app=1", &[]);
+    let answer = stack
+        .answer(&function, &stack.request("Create", None, &props, None))
+        .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the batch did not start in time (still starting after 3s"),
+        "{reason}"
+    );
+    let name = name_of(&answer["PhysicalResourceId"]);
+    assert!(
+        reason.ends_with(&format!("batch {name} killed")),
+        "{reason}"
+    );
+    let stats = livy.stats().await;
+    let b = batch_named(&stats, &name);
+    assert_eq!(b["deleted"], true, "{b}");
+    let app = stats["yarn"]
+        .as_array()
+        .and_then(|apps| apps.iter().find(|a| a["id"] == b["yarn_app"]).cloned())
+        .unwrap_or_default();
+    assert_eq!(app["state"], "KILLED", "{app}");
+}
+
+/// A panic while handling a request still ends in an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_handling_a_request_is_answered_failed() {
+    let dir = scratch("resource-panic");
+    let livy = livy(&dir).await;
+    let function = Function::start(
+        &dir,
+        &[
+            allowed(),
+            ("SPARK_ACTIVITY_WORKER_FAILPOINTS", "resource-panic"),
+        ],
+    )
+    .await;
+    let stack = Stack::new().await;
+    let props = properties(&livy, "sim:forever", &[]);
+    let answer = stack
+        .answer(&function, &stack.request("Create", None, &props, None))
+        .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("spark-job-resource failed unexpectedly")),
+        "{answer}"
+    );
+    // The function lives on and answers the next request.
+    let again = stack
+        .answer(
+            &function,
+            &stack.request(
+                "Delete",
+                answer["PhysicalResourceId"].as_str(),
+                &props,
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(again["Status"], "FAILED", "{again}");
 }
 
 /// A function deployed without ALLOWED_LIVY_HOSTS answers every request FAILED, naming it.
