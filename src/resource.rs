@@ -434,17 +434,22 @@ impl Resource {
             // properties): the batch stays.
             return self.keep(req, old, clock).await;
         }
+        // The old batch must be one this function may kill, or two versions would run.
+        if let Some(old) = &old
+            && let Err(e) = self.check_host(&old.host)
+        {
+            return req.answer(Status::Failed, old_id).reason(format!(
+                "the running batch cannot be replaced: {e}; nothing was started"
+            ));
+        }
         match self.start(&planned, clock).await {
             Ok(batch) => {
                 let replaced = match &old {
                     None => "no earlier batch".to_owned(),
-                    Some(old) => match self.check_host(&old.host) {
-                        Err(e) => format!("the earlier batch was not killed: {e}"),
-                        Ok(()) => self
-                            .kill(old, clock.answer_by)
-                            .await
-                            .unwrap_or_else(|e| format!("the earlier batch: {e}")),
-                    },
+                    Some(old) => self
+                        .kill(old, clock.answer_by)
+                        .await
+                        .unwrap_or_else(|e| format!("the earlier batch: {e}")),
                 };
                 info!(replaced = %replaced, "updated");
                 success(req, &planned.deployed, &batch, &format!("; {replaced}"))
