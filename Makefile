@@ -42,24 +42,29 @@ demo: deps
 
 # What the bootstrap action downloads: upload target/dist/ to s3://BUCKET/spark-activity-worker/VERSION/.
 # One binary per architecture, linked against glibc 2.26's symbols (Amazon Linux 2 and 2023).
+# Beside them, the spark-job-resource Lambda function (provided.al2023) as one zip per Lambda
+# architecture (arm64, x86_64), each holding the executable `bootstrap`, and its template.
 RELEASE_TARGETS := x86_64 aarch64
 release:
 	tests/rig/install-release-tools.sh
 	for arch in $(RELEASE_TARGETS); do \
 	  PATH="$(CURDIR)/.cache/zig/bin:$$PATH" $(CARGO) zigbuild --release --bin spark-activity-worker \
-	    --target $$arch-unknown-linux-gnu.2.26 || exit 1; \
+	    --bin spark-job-resource --target $$arch-unknown-linux-gnu.2.26 || exit 1; \
 	done
 	rm -rf target/dist && mkdir -p target/dist
 	for arch in $(RELEASE_TARGETS); do \
 	  cp target/$$arch-unknown-linux-gnu/release/spark-activity-worker target/dist/spark-activity-worker-$$arch; \
+	  case $$arch in aarch64) lambda_arch=arm64 ;; *) lambda_arch=$$arch ;; esac; \
+	  python3 tests/rig/lambda-zip.py target/$$arch-unknown-linux-gnu/release/spark-job-resource \
+	    target/dist/spark-job-resource-$$lambda_arch.zip || exit 1; \
 	done
 	cp systemd/spark-activity-worker.service systemd/spark-activity-worker-systemd219.service \
-	   bootstrap/install.sh target/dist/
+	   bootstrap/install.sh bootstrap/spark-job-resource.yaml target/dist/
 	cd target/dist && for f in *; do sha256sum "$$f" > "$$f.sha256"; done
 	@cat target/dist/*.sha256
 
 # The release's binaries: architecture, shared libraries, glibc symbol versions, --version (aarch64
-# under qemu-aarch64-static), checksums.
+# under qemu-aarch64-static), the Lambda zips' single executable `bootstrap`, checksums.
 release-check: deps release
 	tests/release/check.sh target/dist
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deployment checks: the systemd unit (verify, exposure score), shellcheck on every script, the
-# EMR bootstrap action in a sandbox root, and cfn-lint on the CloudFormation template.
+# EMR bootstrap action in a sandbox root, cfn-lint on the CloudFormation templates, and the
+# spark-job-resource template's environment variables against what the function reads.
 #   tests/deploy/run.sh [path/to/spark-activity-worker]
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -309,6 +310,57 @@ if [ ${#missing[@]} -eq 0 ]; then pass "bootstrap: --help documents every argume
 # --- CloudFormation ----------------------------------------------------------------------------
 cfn_lint="$repo/.cache/cfn-lint/bin/cfn-lint"
 if out=$("$cfn_lint" "$repo/bootstrap/cloudformation.yaml" 2>&1); then pass "cfn-lint bootstrap/cloudformation.yaml"; else fail "cfn-lint bootstrap/cloudformation.yaml" "$out"; fi
+if out=$("$cfn_lint" "$repo/bootstrap/spark-job-resource.yaml" 2>&1); then pass "cfn-lint bootstrap/spark-job-resource.yaml"; else fail "cfn-lint bootstrap/spark-job-resource.yaml" "$out"; fi
+
+# The spark-job-resource function's settings are environment variables: a misspelt one in its
+# template is silently ignored. What the function reads: every `env = "..."` of ResourceArgs in
+# src/config.rs and of the structs it flattens in, and the binary's own std::env::var calls.
+# function_envs STRUCT -> "NAME" or "NAME required", one a line.
+function_envs() {
+  local body
+  body=$(sed -n "/^pub struct $1 {/,/^}/p" "$repo/src/config.rs")
+  [ -n "$body" ] || { echo "?no struct $1 in src/config.rs"; return; }
+  awk '/#\[arg\(/ { attr = ""; inattr = 1 }
+       inattr { attr = attr $0 " " }
+       inattr && /\)\]/ { inattr = 0
+         if (match(attr, /env *= *"[A-Z0-9_]+"/)) {
+           name = substr(attr, RSTART, RLENGTH); sub(/^env *= *"/, "", name); sub(/"$/, "", name)
+           print name (attr ~ /required *= *true/ ? " required" : "") } }' <<<"$body"
+  while read -r t; do function_envs "$t"; done < <(awk '/#\[command\(flatten/ { f = 1; next }
+       f && /pub [a-z_0-9]+ *:/ { sub(/.*: */, ""); sub(/[,<].*/, ""); print; f = 0 }' <<<"$body")
+}
+reads=$( { function_envs ResourceArgs
+           grep -oE 'env::var\("[A-Z0-9_]+"\)' "$repo/src/bin/spark-job-resource.rs" | cut -d'"' -f2; } | sort -u)
+# The names under Environment.Variables of every AWS::Lambda::Function of the template.
+problems=()
+sets=$("$repo/.cache/cfn-lint/bin/python" - "$repo/bootstrap/spark-job-resource.yaml" <<'PY' 2>&1
+import sys, yaml
+class Loader(yaml.SafeLoader):
+    pass
+Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # !Ref, !If ...: values only
+with open(sys.argv[1]) as f:
+    template = yaml.load(f, Loader=Loader)
+for resource in template["Resources"].values():
+    if resource.get("Type") == "AWS::Lambda::Function":
+        env = resource.get("Properties", {}).get("Environment") or {}
+        print("\n".join(env.get("Variables") or {}))
+PY
+) || { problems+=("cannot read the template: $sets"); sets=; }
+if [[ "$reads" == *"?"* ]] || [[ "$reads" != *" required"* ]]; then
+  problems+=("cannot tell what the function reads from src/config.rs: ${reads//$'\n'/ }")
+fi
+[ -n "$sets" ] || problems+=("no environment variable found in the template")
+while read -r v; do
+  [ -z "$v" ] || grep -qxE "$v( required)?" <<<"$reads" || problems+=("$v: the function does not read it")
+done <<<"$sets"
+while read -r v; do
+  grep -qx "$v" <<<"$sets" || problems+=("$v: required by the function, not set by the template")
+done < <(sed -n 's/ required$//p' <<<"$reads")
+if [ ${#problems[@]} -eq 0 ]; then
+  pass "spark-job-resource.yaml sets only variables the function reads, and every required one ($(wc -l <<<"$sets") of $(wc -l <<<"$reads"))"
+else
+  fail "spark-job-resource.yaml sets only variables the function reads, and every required one" "${problems[@]}"
+fi
 if out=$("$repo/tests/deploy/monitoring.sh" 2>&1); then pass "monitoring: alert rules and their unit tests, the dashboard's queries and metric names"; else fail "monitoring: alert rules and their unit tests, the dashboard's queries and metric names" "$out"; fi
 
 echo "deploy: $passed passed, $failed failed"
