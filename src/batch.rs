@@ -100,6 +100,18 @@ pub fn add_tag(request: &mut CreateBatch, tag: &str) {
     }
 }
 
+/// How long until the next sync tick. Ticks fall on whole multiples of the interval on the wall
+/// clock, so every batch the worker follows is read at the same moments, and one Livy listing a
+/// tick answers them all (see [`livy`]).
+pub fn until_tick(interval: Duration) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let every = interval.as_nanos().max(1);
+    Duration::from_nanos(u64::try_from(every - now % every).unwrap_or(u64::MAX))
+}
+
 /// How a batch ended.
 #[derive(Debug)]
 pub enum Ended {
@@ -561,7 +573,7 @@ impl Batch {
             if self.stopped_within(stop, wait).await {
                 return self.stop_now().await;
             }
-            wait = self.timing.sync_interval;
+            wait = until_tick(self.timing.sync_interval);
             let read = tokio::select! {
                 r = self.livy.batch(self.name()) => r,
                 () = stop.cancelled() => return self.stop_now().await,

@@ -53,11 +53,15 @@ pub fn for_url(
     (livy.at(base.clone()), yarn)
 }
 
-/// Builds the clients the flags describe. Nothing is sent yet (see [`first_contact`]).
-pub async fn clients(args: &LivyArgs) -> Result<Clients, BadConfig> {
+/// Builds the clients the flags describe. Nothing is sent yet (see [`first_contact`]). With
+/// `listing`, batch states are read from one listing per Livy server and tick (the worker).
+pub async fn clients(args: &LivyArgs, listing: bool) -> Result<Clients, BadConfig> {
     let (trust, auth) = security(args).await?;
-    let livy = LivyClient::new(args.livy_url.clone(), &trust, auth.clone())
+    let mut livy = LivyClient::new(args.livy_url.clone(), &trust, auth.clone())
         .map_err(|e| BadConfig(format!("--livy-url {}: {e}", redacted(&args.livy_url))))?;
+    if listing {
+        livy = livy.with_listing();
+    }
     let yarn_urls = if args.yarn_urls.is_empty() {
         let host = config::this_host().unwrap_or_else(|| "localhost".to_owned());
         yarn::discover(&yarn::conf_dir(), &host)

@@ -35,7 +35,7 @@ pub async fn run(
     shutdown: CancellationToken,
     upgrade: CancellationToken,
 ) -> anyhow::Result<()> {
-    let clients = connect::clients(&args.livy).await?;
+    let clients = connect::clients(&args.livy, true).await?;
     let monitoring = match args.metrics_listen {
         Some(addr) => {
             let listener = monitor::bind(addr)

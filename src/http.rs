@@ -59,16 +59,21 @@ pub fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("reply larger than {} bytes", MAX_BODY)]
-    TooLarge,
+    #[error("reply larger than {0} bytes")]
+    TooLarge(usize),
     #[error("{0}")]
     Read(String),
 }
 
 /// Reads the body, failing as soon as it passes [`MAX_BODY`] bytes.
-pub async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(BodyError::TooLarge);
+pub async fn read_capped(resp: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    read_capped_to(resp, MAX_BODY).await
+}
+
+/// Reads the body, failing as soon as it passes `cap` bytes.
+pub async fn read_capped_to(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge(cap));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp
@@ -76,8 +81,8 @@ pub async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, BodyErr
         .await
         .map_err(|e| BodyError::Read(error_chain(&e)))?
     {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(BodyError::TooLarge);
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge(cap));
         }
         body.extend_from_slice(&chunk);
     }
@@ -89,7 +94,7 @@ pub async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, BodyErr
 pub async fn error_text(resp: reqwest::Response) -> String {
     match read_capped(resp).await {
         Ok(body) => String::from_utf8_lossy(&body).into_owned(),
-        Err(BodyError::TooLarge) => "(error reply larger than 1 MiB, not read)".to_owned(),
+        Err(BodyError::TooLarge(_)) => "(error reply larger than 1 MiB, not read)".to_owned(),
         Err(BodyError::Read(_)) => String::new(),
     }
 }

@@ -1,9 +1,17 @@
 //! Thin client for Livy's batch API (`/batches`, `/version`), typed after the real server's
 //! behaviour rather than its docs (see the README's "Livy compatibility" notes).
+//!
+//! Batch states are read from one shared listing per Livy server (`GET /batches`, paged) rather
+//! than a `GET /batches/{name}` per batch: supervisors read on a shared tick, so one listing a
+//! tick answers all of them, and Livy's load does not grow with the batches in flight. A batch
+//! missing from the listing is read by name, which keeps the name and 404 rules exact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::debug;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -17,6 +25,14 @@ use crate::metrics;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// DELETE waits for the YARN app id up to `livy.server.yarn.app-lookup-timeout` (120 s) before it kills.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Batches per `GET /batches` page.
+pub const LIST_PAGE_SIZE: usize = 500;
+/// The most a `GET /batches` page may be: a batch shows its last 10 log lines.
+const MAX_LIST_BODY: usize = 16 << 20;
+/// A listing asked for at most this long before a read answers it (besides one that was in
+/// flight when the read came). Supervisors read on the same tick, so a tick's reads come
+/// together; far shorter than any sync interval, so a listing never serves two ticks.
+const LIST_REUSE: Duration = Duration::from_millis(100);
 /// How long the health probe waits for `/version`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -208,6 +224,7 @@ pub trait Livy: Send + Sync + std::fmt::Debug {
     async fn probe(&self) -> Result<(), LivyError>;
     /// `POST /batches`.
     async fn create_batch(&self, body: &CreateBatch) -> Result<Batch, LivyError>;
+    /// The batch of this name: from the server's listing of this tick when it is there, else
     /// `GET /batches/{name}`.
     async fn batch(&self, name: &str) -> Result<Batch, LivyError>;
     /// The last `lines` lines of the batch log.
@@ -221,12 +238,46 @@ pub fn batch_url(base: &Url, id: i64) -> String {
     format!("{}/batches/{id}", base.as_str().trim_end_matches('/'))
 }
 
-/// A Livy server at one base URL. Cheap to clone: clones share one connection pool.
+/// One page of `GET /batches`: `total` is every batch the server holds, not this page's length.
+#[derive(Debug, Deserialize)]
+pub struct BatchList {
+    #[serde(default)]
+    pub from: i64,
+    #[serde(default)]
+    pub total: i64,
+    #[serde(default)]
+    pub sessions: Vec<Batch>,
+}
+
+/// The latest listing of one Livy server's batches, by name.
+#[derive(Debug, Default)]
+struct Listing {
+    /// When the listing was asked for, and when it came; `None` before the first.
+    asked: Option<Instant>,
+    done: Option<Instant>,
+    by_name: HashMap<String, Batch>,
+}
+
+/// The listings of every Livy server a client and its clones (`at`) talk to.
+#[derive(Debug, Default)]
+struct Listings(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Listing>>>>);
+
+impl Listings {
+    fn of(&self, base: &Url) -> Arc<tokio::sync::Mutex<Listing>> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(base.as_str().to_owned()).or_default().clone()
+    }
+}
+
+/// A Livy server at one base URL. Cheap to clone: clones share one connection pool, and the
+/// listings.
 #[derive(Debug, Clone)]
 pub struct LivyClient {
     http: reqwest::Client,
     auth: Auth,
     base: Url,
+    /// Batch reads answered from shared listings (the worker's); `None` reads each by name.
+    listings: Option<Arc<Listings>>,
 }
 
 impl LivyClient {
@@ -234,7 +285,93 @@ impl LivyClient {
         let http = http::client(Duration::from_secs(5), trust)
             .build()
             .map_err(|e| LivyError::Connect(e.to_string()))?;
-        Ok(Self { http, auth, base })
+        Ok(Self {
+            http,
+            auth,
+            base,
+            listings: None,
+        })
+    }
+
+    /// Batch reads of this client and its clones are answered from one listing per server and
+    /// tick (the worker, which follows many batches); without it each is read by name.
+    #[must_use]
+    pub fn with_listing(self) -> Self {
+        Self {
+            listings: Some(Arc::default()),
+            ..self
+        }
+    }
+
+    /// `GET /batches?from=&size=`: one page.
+    pub async fn list_page(&self, from: usize, size: usize) -> Result<BatchList, LivyError> {
+        let mut url = self.url(&["batches"])?;
+        url.query_pairs_mut()
+            .append_pair("from", &from.to_string())
+            .append_pair("size", &size.to_string());
+        let req = self.request(reqwest::Method::GET, url);
+        let resp = check(self.send("GET /batches", req).await?).await?;
+        let bytes = http::read_capped_to(resp, MAX_LIST_BODY)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(_) => LivyError::Decode(e.to_string()),
+                BodyError::Read(msg) => LivyError::NoAnswer(msg),
+            })?;
+        parse_reply(&bytes)
+    }
+
+    /// Every batch the server holds, by name, page by page. Batches without a name are not
+    /// anyone's here.
+    async fn list_all(&self) -> Result<HashMap<String, Batch>, LivyError> {
+        let mut by_name = HashMap::new();
+        let mut from = 0usize;
+        loop {
+            let page = self.list_page(from, LIST_PAGE_SIZE).await?;
+            let got = page.sessions.len();
+            for b in page.sessions {
+                if let Some(name) = b.name.clone() {
+                    by_name.insert(name, b);
+                }
+            }
+            from += got;
+            // Batches created between pages land at the end; those forgotten between pages shift
+            // the rest forward, so one may be skipped: it is then read by name.
+            if got == 0 || i64::try_from(from).unwrap_or(i64::MAX) >= page.total {
+                return Ok(by_name);
+            }
+        }
+    }
+
+    /// The batch of this name in the server's current listing: one that a read of this tick
+    /// already took, else a new one. `None` when it is not listed (or the listing failed).
+    async fn listed(&self, name: &str) -> Option<Batch> {
+        let slot = self.listings.as_ref()?.of(&self.base);
+        let came = Instant::now();
+        // Reads that come while a listing is in flight wait for it: it is as fresh as they are.
+        let mut listing = slot.lock().await;
+        let fresh = listing.done.is_some_and(|d| d >= came)
+            || listing
+                .asked
+                .is_some_and(|a| came.saturating_duration_since(a) < LIST_REUSE);
+        if !fresh {
+            let asked = Instant::now();
+            listing.by_name = match self.list_all().await {
+                Ok(by_name) => by_name,
+                Err(e) => {
+                    debug!(error = %e, "cannot list the batches; reading them one by one");
+                    HashMap::new()
+                }
+            };
+            listing.asked = Some(asked);
+            listing.done = Some(Instant::now());
+        }
+        listing.by_name.get(name).cloned()
+    }
+
+    /// `GET /batches/{name}`.
+    async fn batch_by_name(&self, name: &str) -> Result<Batch, LivyError> {
+        let req = self.request(reqwest::Method::GET, self.url(&["batches", name])?);
+        decode(check(self.send("GET /batches/{name}", req).await?).await?).await
     }
 
     /// Sends one request, counted under `route` (a template: never the batch name).
@@ -297,6 +434,7 @@ impl Livy for LivyClient {
             http: self.http.clone(),
             auth: self.auth.clone(),
             base,
+            listings: self.listings.clone(),
         })
     }
 
@@ -315,8 +453,10 @@ impl Livy for LivyClient {
     }
 
     async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
-        let req = self.request(reqwest::Method::GET, self.url(&["batches", name])?);
-        decode(check(self.send("GET /batches/{name}", req).await?).await?).await
+        match self.listed(name).await {
+            Some(b) => Ok(b),
+            None => self.batch_by_name(name).await,
+        }
     }
 
     async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError> {
@@ -354,7 +494,7 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> 
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, LivyError> {
     let bytes = http::read_capped(resp).await.map_err(|e| match e {
-        BodyError::TooLarge => LivyError::Decode(e.to_string()),
+        BodyError::TooLarge(_) => LivyError::Decode(e.to_string()),
         BodyError::Read(msg) => LivyError::NoAnswer(msg),
     })?;
     parse_reply(&bytes)
@@ -388,6 +528,74 @@ mod tests {
 
     use super::*;
     use crate::http::canned;
+
+    fn listing_of(names: &[(&str, &str)]) -> Vec<u8> {
+        let sessions: Vec<serde_json::Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (n, st))| {
+                serde_json::json!({"id": i, "name": n, "state": st, "appId": null,
+                "appInfo": {"driverLogUrl": null, "sparkUiUrl": null}, "log": ["stdout: "]})
+            })
+            .collect();
+        let body = serde_json::json!({"from": 0, "total": names.len(), "sessions": sessions});
+        canned::response("200 OK", &[], body.to_string().as_bytes())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_listing_answers_the_reads_of_a_tick() {
+        let (livy, seen) = canned::serve(listing_of(&[("a", "running"), ("b", "dead")])).await;
+        let client = LivyClient::new(livy, &Trust::default(), Auth::none())
+            .expect("client")
+            .with_listing();
+        let reads: Vec<_> = (0..50)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.batch(if i % 2 == 0 { "a" } else { "b" }).await })
+            })
+            .collect();
+        for (i, r) in futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let b = r.expect("joined").expect("listed");
+            assert_eq!(b.state, if i % 2 == 0 { "running" } else { "dead" });
+        }
+        let requests = seen.requests();
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert!(
+            requests[0].starts_with("GET /batches?from=0&size=500 "),
+            "{}",
+            requests[0]
+        );
+        // A batch the listing lacks is read by name (here the canned reply is not a batch).
+        assert!(client.batch("c").await.is_err());
+        let requests = seen.requests();
+        assert_eq!(requests.len(), 2, "the listing was reused: {requests:?}");
+        assert!(
+            requests[1].starts_with("GET /batches/c "),
+            "{}",
+            requests[1]
+        );
+        // The next tick asks again.
+        tokio::time::sleep(LIST_REUSE * 2).await;
+        client.batch("a").await.expect("listed");
+        assert_eq!(seen.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn without_listing_each_batch_is_read_by_name() {
+        let (livy, seen) = canned::serve(canned::response(
+            "200 OK",
+            &[],
+            br#"{"id": 3, "name": "a", "state": "running"}"#,
+        ))
+        .await;
+        let client = LivyClient::new(livy, &Trust::default(), Auth::none()).expect("client");
+        assert_eq!(client.batch("a").await.expect("read").id, 3);
+        assert!(seen.requests()[0].starts_with("GET /batches/a "));
+    }
 
     #[tokio::test]
     async fn a_redirect_is_an_answer_and_the_post_is_not_resent() {

@@ -47,7 +47,7 @@ impl Exit {
 pub async fn run(args: SubmitArgs, interrupt: CancellationToken) -> Result<Exit, BadConfig> {
     let raw = read_input(&args.input)
         .map_err(|e| BadConfig(format!("{}: cannot read: {e}", args.input.display())))?;
-    let clients = connect::clients(&args.livy).await?;
+    let clients = connect::clients(&args.livy, false).await?;
     connect::first_contact(clients.livy.as_ref(), &args.livy).await?;
     let key = format!("{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff);
     let rules = Rules::from_args(&args.livy, &args.policy);

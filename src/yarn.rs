@@ -179,7 +179,7 @@ struct AppReply {
 
 async fn read(resp: reqwest::Response) -> Result<Vec<u8>, YarnError> {
     http::read_capped(resp).await.map_err(|e| match e {
-        BodyError::TooLarge => YarnError::Decode(e.to_string()),
+        BodyError::TooLarge(_) => YarnError::Decode(e.to_string()),
         BodyError::Read(msg) => YarnError::Unreachable(msg),
     })
 }

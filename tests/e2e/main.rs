@@ -9,6 +9,7 @@ mod once;
 mod operate;
 mod proxy;
 mod resource;
+mod scale;
 mod secure;
 mod spark;
 mod systemd;

@@ -316,11 +316,13 @@ async fn metrics_and_health_endpoints_report_what_the_worker_did() {
         ),
         posts
     );
+    // Batch states come from listings of Livy's batches.
     assert!(
         a(
             "livy_requests_total",
-            &[("route", "GET /batches/{name}"), ("status", "200")]
-        ) >= 2.0
+            &[("route", "GET /batches"), ("status", "200")]
+        ) >= 2.0,
+        "{text}"
     );
     assert!(after.has(
         &m("livy_request_duration_seconds_bucket"),

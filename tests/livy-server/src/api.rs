@@ -94,12 +94,26 @@ async fn json_by_default(mut res: Response) -> Response {
     res
 }
 
-/// In front of every Livy route: counts POSTs, injects faults, checks CSRF, adds latency, and
+/// In front of every Livy route: counts POSTs and batch reads, injects faults, checks CSRF, adds latency, and
 /// delays or loses the reply of a create.
 async fn gate(State(app): Shared, req: Request, next: Next) -> Response {
     let is_post = req.method() == Method::POST;
     if is_post && req.uri().path().starts_with("/batches") {
         app.lock().posts += 1;
+    }
+    // Batch reads, for the tests of the load a client puts on Livy.
+    if req.method() == Method::GET {
+        match req
+            .uri()
+            .path()
+            .trim_end_matches('/')
+            .split('/')
+            .collect::<Vec<_>>()[..]
+        {
+            ["", "batches"] => app.lock().lists += 1,
+            ["", "batches", _] => app.lock().gets += 1,
+            _ => {}
+        }
     }
     let is_create = is_post && matches!(req.uri().path(), "/batches" | "/batches/");
     let faults = app.faults();

@@ -291,6 +291,9 @@ pub struct Registry {
     pub posts: u64,
     pub created: u64,
     pub deletes: u64,
+    /// `GET /batches` (listings) and `GET /batches/{id}` (one batch).
+    pub lists: u64,
+    pub gets: u64,
 }
 
 /// Why a `{id}` segment matched no batch.
@@ -390,6 +393,7 @@ impl Registry {
             })
             .collect();
         json!({"posts": self.posts, "created": self.created, "deletes": self.deletes,
+               "lists": self.lists, "gets": self.gets,
                "yarn_kills": self.yarn.kills, "batches": batches, "yarn": self.yarn.stats()})
     }
 }

@@ -56,7 +56,8 @@
 //! Every flag also reads a `LIVY_SERVER_*` variable (`LIVY_SERVER_TLS_CA_OUT`, ...).
 //!
 //! # Control API (`/_control`, never faulted, never behind auth)
-//! - `GET stats`: counters (`posts`, `created`, `deletes`, `yarn_kills`), every batch ever created
+//! - `GET stats`: counters (`posts`, `created`, `deletes`, `yarn_kills`, and the batch reads
+//!   `lists` for `GET /batches` and `gets` for `GET /batches/{id}`), every batch ever created
 //!   (with its `owner`) and every application ever submitted (with who killed it); and the auth
 //!   counters, over every route but `/_control`: `spnego_handshakes` (Negotiate tokens accepted),
 //!   `spnego_rejected` (tokens GSSAPI refused), `cookie_auths` (requests admitted by a cookie),
