@@ -98,6 +98,14 @@ pub struct RunArgs {
           default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
+    /// Step Functions calls a second this worker may make, polls, heartbeats and reports
+    /// together (reports first, polls last). Well under the account's quota (SendTaskHeartbeat
+    /// refills 300 a second in most regions) so other workers keep their share; 100 carries
+    /// 3,000 tasks at 30 s heartbeats.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_SFN_CALLS_PER_SECOND",
+          default_value_t = 100.0, value_parser = parse_rate)]
+    pub sfn_calls_per_second: f64,
+
     #[command(flatten, next_help_heading = "Operator policy")]
     pub policy: PolicyArgs,
 
@@ -711,6 +719,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
+}
+
+/// Calls a second: a number from 0.1 to 10,000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.1..=10_000.0).contains(&r) => Ok(r),
+        _ => Err("expected calls a second, a number from 0.1 to 10000".into()),
+    }
 }
 
 fn parse_non_empty(s: &str) -> Result<String, String> {

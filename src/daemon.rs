@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::batch::Timing;
+use crate::budget::{Budget, Budgeted};
 use crate::config::{BadConfig, RunArgs, ShutdownMode};
 use crate::connect;
 use crate::health;
@@ -21,7 +22,7 @@ use crate::metrics;
 use crate::monitor;
 use crate::poller::Poller;
 use crate::request;
-use crate::sfn::SfnClient;
+use crate::sfn::{SfnClient, Tasks};
 use crate::shutdown::{notify_ready, notify_stopping};
 use crate::supervisor::{Context, InFlight, Settings};
 use crate::task;
@@ -48,8 +49,10 @@ pub async fn run(
         None => None,
     };
     let livy = clients.livy.clone();
-    let sfn = Arc::new(SfnClient::from_env().await);
-    let sfn_reachable = sfn.reachability();
+    let client = SfnClient::from_env().await;
+    let sfn_reachable = client.reachability();
+    let budget = Budget::new(args.sfn_calls_per_second);
+    let sfn: Arc<dyn Tasks> = Arc::new(Budgeted::new(Arc::new(client), budget));
     let worker_name: Arc<str> = args.worker_name().into();
     connect::first_contact(livy.as_ref(), &args.livy).await?;
     let ctx = Arc::new(Context {

@@ -27,6 +27,8 @@
 //! - [`input`]: task input shapes and validation.
 //! - [`journal`]: crash-safe record of in-flight tasks, resumed at start; the state-dir lock.
 //! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
+//! - [`budget`]: the Step Functions call budget (reports, then heartbeats, then polls) in front
+//!   of the client; throttling slows it down.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
 //! - [`livy`]: Livy batch API client.
 //! - [`auth`]: credentials on Livy and ResourceManager requests: Basic to the configured origin
@@ -48,6 +50,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod budget;
 pub mod cfn;
 pub mod config;
 pub mod connect;

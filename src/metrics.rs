@@ -76,6 +76,14 @@ metrics_table! {
         "Step Functions calls by API and result (ok or the error code).";
     SFN_REQUEST_DURATION = "sfn_request_duration_seconds", Histogram, ["api"],
         "Step Functions call latency (a GetActivityTask long poll lasts up to 60 s).";
+    SFN_BUDGET = "sfn_budget_calls_per_second", Gauge, [],
+        "The Step Functions call budget (--sfn-calls-per-second) shared by polls, heartbeats and reports.";
+    SFN_BUDGET_RATE = "sfn_budget_rate_calls_per_second", Gauge, [],
+        "The calls a second the budget grants now: lower for a while after throttling.";
+    SFN_BUDGET_WAIT = "sfn_budget_wait_seconds", Histogram, ["priority"],
+        "How long a call waited for the budget, by priority: report, heartbeat or poll.";
+    SFN_THROTTLED = "sfn_throttled_total", Counter, [],
+        "Step Functions calls answered with throttling (each halves the budget's rate for a while).";
     LIVY_REQUESTS = "livy_requests_total", Counter, ["route", "status"],
         "Livy requests by route and HTTP status (or connect_error, no_answer, tls_error, no_credentials).";
     LIVY_REQUEST_DURATION = "livy_request_duration_seconds", Histogram, ["route"],
@@ -144,6 +152,7 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(TASK_DURATION.into()), TASK_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(DELIVERY_TO_SUBMIT.into()), FAST_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(SFN_BUDGET_WAIT.into()), FAST_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Suffix("_request_duration_seconds".into()),
             REQUEST_BUCKETS,
@@ -172,6 +181,7 @@ pub fn describe() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => env!("SPARK_ACTIVITY_WORKER_GIT_REV"))
         .set(1.0);
     counter!(JOURNAL_WRITE_FAILURES).absolute(0);
+    counter!(SFN_THROTTLED).absolute(0);
 }
 
 /// The activity label: the name at the end of the ARN.

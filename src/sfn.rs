@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sfn::config::http::HttpResponse;
+use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
@@ -153,6 +154,10 @@ pub trait Tasks: Send + Sync + fmt::Debug {
 }
 
 /// Step Functions, with a long-poll client and a short-call client over one configuration.
+///
+/// Each call is one attempt: the SDK does not retry. Every caller already retries in its own
+/// loop (the poll loop, heartbeats within their interval, reports until delivered), and each of
+/// those attempts waits for the call budget ([`crate::budget`]), so no attempt escapes it.
 #[derive(Debug, Clone)]
 pub struct SfnClient {
     poll: aws_sdk_sfn::Client,
@@ -174,7 +179,9 @@ impl SfnClient {
             .http_client(https)
             .load()
             .await;
+        let once = RetryConfig::standard().with_max_attempts(1);
         let poll = aws_sdk_sfn::config::Builder::from(&shared)
+            .retry_config(once.clone())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
@@ -184,6 +191,7 @@ impl SfnClient {
             )
             .build();
         let calls = aws_sdk_sfn::config::Builder::from(&shared)
+            .retry_config(once)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))

@@ -264,7 +264,7 @@ pub struct Supervisor {
     pub reporter: Reporter,
     pub record: Arc<Record>,
     pub batch: Batch,
-    /// Came from the journal: heartbeats after the first are spread at random.
+    /// Came from the journal.
     pub resumed: bool,
     /// A report decided before a restart, delivered without touching the batch.
     pub pending: Option<Outcome>,
@@ -276,13 +276,10 @@ impl Supervisor {
         self.ctx.in_flight.insert(self.record.clone());
         let pending = self.pending.take();
         let interval = self.ctx.settings.heartbeat_interval;
-        // After the first heartbeat, resumed tasks (many at once after a restart) are spread
-        // over an interval instead of all beating together.
-        let next = if self.resumed {
-            interval.mul_f64(rand::rng().random_range(0.5..=1.0))
-        } else {
-            interval
-        };
+        // After the first heartbeat, tasks that came together (a burst of deliveries, or every
+        // resumed task after a restart) take their own phase within the second half of the
+        // interval, so their heartbeats never bunch.
+        let next = interval.mul_f64(rand::rng().random_range(0.5..=1.0));
         let mut heartbeats = pin!(self.heartbeats(next));
         let outcome = match pending {
             Some(report) => report,

@@ -45,6 +45,8 @@ pub struct SfnState {
     pub refuse: VecDeque<SfnError>,
     /// Until then every call fails like a network error.
     pub down_until: Option<Instant>,
+    /// When each heartbeat and report call came, answered or not.
+    pub calls: Vec<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +72,7 @@ impl FakeSfn {
 
     fn report(&self, sent: Sent) -> Result<(), SfnError> {
         self.state().report_calls += 1;
+        self.state().calls.push(Instant::now());
         self.check()?;
         if let Some(e) = self.state().refuse.pop_front() {
             return Err(e);
@@ -87,6 +90,7 @@ impl Tasks for FakeSfn {
     }
 
     async fn heartbeat(&self, _: &TaskToken) -> Result<(), SfnError> {
+        self.state().calls.push(Instant::now());
         self.check()?;
         self.state().heartbeats.push(Instant::now());
         Ok(())

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use fakes::{FakeLivy, FakeSfn, FakeYarn, Sent};
 use serde_json::{Value, json};
 use spark_activity_worker::batch::{self, Timing};
+use spark_activity_worker::budget::{Budget, Budgeted};
 use spark_activity_worker::config::Endpoint;
 use spark_activity_worker::journal::{Entry, Journal};
 use spark_activity_worker::livy::CreateBatch;
 use spark_activity_worker::policy::Policy;
 use spark_activity_worker::request::Rules;
-use spark_activity_worker::sfn::{SfnError, Task, TaskToken};
+use spark_activity_worker::sfn::{SfnError, Task, TaskToken, Tasks};
 use spark_activity_worker::supervisor::{Context, InFlight, Settings};
 use spark_activity_worker::task;
 use tokio::task::JoinHandle;
@@ -48,6 +49,15 @@ struct Rig {
 }
 
 fn rig(name: &str, timing: Timing) -> Rig {
+    rig_with(name, timing, |sfn| sfn)
+}
+
+/// A rig whose roles reach the fake Step Functions through `wrap` (the call budget).
+fn rig_with(
+    name: &str,
+    timing: Timing,
+    wrap: impl FnOnce(Arc<dyn Tasks>) -> Arc<dyn Tasks>,
+) -> Rig {
     // The worker's log, shown for a failing test (RUST_LOG=debug for more).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -63,7 +73,7 @@ fn rig(name: &str, timing: Timing) -> Rig {
     let yarn = Arc::new(FakeYarn::default());
     let livy = Arc::new(FakeLivy::new(yarn.clone()));
     let ctx = Arc::new(Context {
-        sfn: sfn.clone(),
+        sfn: wrap(sfn.clone()),
         livy: livy.clone(),
         yarn: yarn.clone(),
         settings: Settings {
@@ -197,7 +207,8 @@ fn input() -> Value {
 // Heartbeats
 
 #[tokio::test(start_paused = true)]
-async fn a_delivered_task_heartbeats_at_once_before_the_post_then_every_interval() {
+async fn a_delivered_task_heartbeats_at_once_before_the_post_then_every_interval_in_its_own_phase()
+{
     let r = rig("hb", timing());
     let h = r.deliver(input());
     r.until("a post", Duration::from_secs(5), |r| r.livy.posts() == 1)
@@ -209,8 +220,18 @@ async fn a_delivered_task_heartbeats_at_once_before_the_post_then_every_interval
 
     sleep(Duration::from_secs(95)).await;
     let beats = r.sfn.state().heartbeats.clone();
-    assert_eq!(beats.len(), 4, "at 0, 30, 60 and 90 s: {beats:?}");
-    for pair in beats.windows(2) {
+    assert_eq!(
+        beats.len(),
+        4,
+        "at 0, then 15-30, 45-60 and 75-90 s: {beats:?}"
+    );
+    // The second takes the task's own phase in the interval's second half.
+    let phase = beats[1] - beats[0];
+    assert!(
+        phase >= HEARTBEAT / 2 && phase <= HEARTBEAT + Duration::from_secs(1),
+        "{phase:?}"
+    );
+    for pair in beats[1..].windows(2) {
         let gap = pair[1] - pair[0];
         assert!(
             gap >= HEARTBEAT && gap < HEARTBEAT + Duration::from_secs(1),
@@ -758,6 +779,54 @@ async fn when_every_report_is_refused_the_worker_gives_up_instead_of_retrying_fo
     assert!(r.reports().is_empty());
     assert_eq!(r.sfn.state().report_calls, 3);
     assert_eq!(r.journal_entries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_call_budget_ten_tasks_and_throttling_fail_nothing_and_never_burst() {
+    let r = rig_with("budget", timing(), |sfn| {
+        Arc::new(Budgeted::new(sfn, Budget::new(2.0)))
+    });
+    for _ in 0..6 {
+        r.sfn
+            .state()
+            .refuse
+            .push_back(SfnError::Throttled("Rate exceeded".into()));
+    }
+    let handles: Vec<_> = (0..10).map(|_| r.deliver(input())).collect();
+    r.until("ten posts", Duration::from_secs(60), |r| {
+        r.livy.posts() == 10
+    })
+    .await;
+    let names: Vec<String> = r
+        .livy
+        .state()
+        .posts
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let apps: Vec<String> = r.yarn.state().apps.iter().map(|a| a.id.clone()).collect();
+    for (name, app) in names.iter().zip(&apps) {
+        r.livy.set(name, "success");
+        r.yarn.set(app, "FINISHED", "SUCCEEDED");
+    }
+    for h in handles {
+        h.await.expect("supervisor");
+    }
+    let reports = r.reports();
+    assert_eq!(reports.len(), 10, "every task reported");
+    for sent in &reports {
+        output(sent);
+    }
+    assert_eq!(r.sfn.state().report_calls, 16, "six throttled, retried");
+    // Two a second, and a second's worth at most at once: never more than 4 in any second.
+    let calls = r.sfn.state().calls.clone();
+    for (i, t) in calls.iter().enumerate() {
+        let within = calls[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(1))
+            .count();
+        assert!(within <= 4, "{within} calls in the second from call {i}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -177,7 +177,7 @@ fn failing(body: &Value) -> Vec<String> {
 
 const P: &str = "spark_activity_worker_";
 
-fn m(name: &str) -> String {
+pub fn m(name: &str) -> String {
     format!("{P}{name}")
 }
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Worker, rig, running};
+use crate::harness::{Worker, free_port, rig, running};
+use crate::operate::{Monitor, Scrape, m};
 
 /// Thirty batches in flight: every sync tick reads them all through one listing of Livy's
 /// batches, and none by name. Before, it was one `GET /batches/{name}` per batch per tick.
@@ -50,5 +51,76 @@ async fn thirty_batches_in_flight_cost_livy_one_listing_a_tick_and_no_read_by_na
     assert_eq!(running(&after), 30, "all still running");
     for e in &executions {
         sfn.stop(e).await;
+    }
+}
+
+/// Twelve tasks that would heartbeat twelve times a second against a budget of four calls a
+/// second. A worker at its budget takes no new task (polls go last), so the twelve come from the
+/// journal: a worker with the default budget takes them, is killed, and one with a budget of 4
+/// resumes them all at once. Step Functions never sees more than the budget, and every execution
+/// still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_twelve_tasks_stay_within_a_budget_of_four_calls_a_second_and_succeed() {
+    let (dir, sfn, livy, activity) = rig("scale-budget", &[]).await;
+    let mut first = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--heartbeat-interval", "1s", "--pollers-per-activity", "4"],
+    );
+    let machine = sfn.one_task_machine(&activity, 60, 300).await;
+    let mut executions = Vec::new();
+    for i in 0..12 {
+        let input = json!({"File": "sim:success?run=45", "Name": format!("budget-{i}")});
+        executions.push(sfn.start(&machine, &input).await);
+    }
+    livy.until("12 batches running", Duration::from_secs(120), |s| {
+        running(s) == 12
+    })
+    .await;
+    first.kill9().await;
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _second = Worker::start(
+        &dir,
+        &activity,
+        &livy.url,
+        &[
+            "--sfn-calls-per-second",
+            "4",
+            "--heartbeat-interval",
+            "1s",
+            "--metrics-listen",
+            &addr,
+        ],
+    );
+    let mon = Monitor::new(&addr);
+    mon.until("readyz", 200, |_| true, Duration::from_secs(30))
+        .await;
+    let calls = |s: &Scrape| s.sum(&m("sfn_requests_total"), &[]);
+    let before = mon.scrape().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = mon.scrape().await;
+    let made = calls(&after) - calls(&before);
+    println!("10 s, 12 resumed tasks at 1 s heartbeats, budget 4/s: {made} Step Functions calls");
+    // Four a second, and up to a second's worth more at once.
+    assert!(made <= 4.0 * 10.0 + 4.0, "{made} calls in 10 s");
+    assert!(made >= 4.0 * 10.0 * 0.75, "the budget is used: {made}");
+    assert_eq!(after.sum(&m("sfn_budget_calls_per_second"), &[]), 4.0);
+    assert!(
+        after.sum(
+            &m("sfn_budget_wait_seconds_count"),
+            &[("priority", "heartbeat")]
+        ) > 0.0,
+        "{}",
+        after.text
+    );
+    for e in &executions {
+        let out = sfn.finish(e, Duration::from_secs(180)).await;
+        assert_eq!(
+            out.status,
+            aws_sdk_sfn::types::ExecutionStatus::Succeeded,
+            "{out:?}"
+        );
     }
 }
