@@ -93,6 +93,9 @@ pub struct RunArgs {
     #[command(flatten, next_help_heading = "Batch timing")]
     pub timing: TimingArgs,
 
+    #[command(flatten, next_help_heading = "Cluster capacity")]
+    pub capacity: CapacityArgs,
+
     /// How often each task sends SendTaskHeartbeat; keep it well under the state's HeartbeatSeconds.
     #[arg(long, value_name = "DURATION", env = "SPARK_ACTIVITY_WORKER_HEARTBEAT_INTERVAL",
           default_value = "30s", value_parser = parse_duration)]
@@ -265,6 +268,41 @@ pub struct PolicyArgs {
     /// Most memory per executor, and for the driver, a task may ask for (e.g. 8g).
     #[arg(long, value_name = "SIZE", env = "SPARK_ACTIVITY_WORKER_MAX_MEMORY", value_parser = parse_memory)]
     pub max_memory: Option<u64>,
+}
+
+/// When the cluster has room for another job: the worker polls only then.
+#[derive(Debug, Clone, Args)]
+pub struct CapacityArgs {
+    /// Poll only while fewer batches than this are starting at Livy (not_started, starting);
+    /// Livy's own limit is livy.server.session.max-creation (100). 0: no limit.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SPARK_ACTIVITY_WORKER_LIVY_MAX_STARTING",
+        default_value_t = 100
+    )]
+    pub livy_max_starting: u32,
+
+    /// Poll only while YARN has this much memory free (GET /ws/v1/cluster/metrics) and no
+    /// application waits for resources: the memory a job needs to start (e.g. 4g).
+    #[arg(long, value_name = "SIZE", env = "SPARK_ACTIVITY_WORKER_YARN_HEADROOM_MEMORY",
+          value_parser = parse_memory)]
+    pub yarn_headroom_memory: Option<u64>,
+
+    /// Poll only while YARN has this many cores free and no application waits for resources.
+    #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_YARN_HEADROOM_VCORES",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub yarn_headroom_vcores: Option<u32>,
+}
+
+impl CapacityArgs {
+    pub fn headroom(&self) -> crate::capacity::Headroom {
+        crate::capacity::Headroom {
+            max_starting: self.livy_max_starting,
+            memory: self.yarn_headroom_memory,
+            vcores: self.yarn_headroom_vcores,
+        }
+    }
 }
 
 /// How a batch is followed: sync period and Livy outage windows.

@@ -13,6 +13,7 @@ use tracing::{error, info};
 
 use crate::batch::Timing;
 use crate::budget::{Budget, Budgeted};
+use crate::capacity;
 use crate::config::{BadConfig, RunArgs, ShutdownMode};
 use crate::connect;
 use crate::health;
@@ -78,6 +79,15 @@ pub async fn run(
         stop_probe.clone(),
     ));
     let journal_probe = tokio::spawn(health::watch_journal(journal.clone(), stop_probe.clone()));
+    // With limits, no poll opens before the first check says there is room.
+    let (room_tx, room) = watch::channel(!args.capacity.headroom().limits());
+    let room_probe = tokio::spawn(capacity::watch(
+        livy.clone(),
+        clients.yarn.clone(),
+        args.capacity.headroom(),
+        room_tx,
+        stop_probe.clone(),
+    ));
 
     let slots = Arc::new(Semaphore::new(args.max_concurrent_tasks as usize));
     let tasks = TaskTracker::new();
@@ -126,6 +136,7 @@ pub async fn run(
                     slots: slots.clone(),
                     livy_up: livy_up.clone(),
                     journal_writable: journal.writable(),
+                    room: room.clone(),
                     shutdown: shutdown.clone(),
                     tasks: tasks.clone(),
                     liveness: liveness.clone(),
@@ -205,6 +216,7 @@ pub async fn run(
         let _ = probe.await;
     }
     let _ = journal_probe.await;
+    let _ = room_probe.await;
     let _ = watchdog.await;
     if let Some(monitor) = monitor {
         let _ = monitor.await;

@@ -19,6 +19,7 @@
 //! - [`batch`]: the Livy batch protocol: submit or adopt, follow, cross-check with YARN, kill.
 //! - [`monitor`]: the `--metrics-listen` endpoint: `/metrics`, `/healthz`, `/readyz`.
 //! - [`health`]: Livy and journal health; no polling while either is down.
+//! - [`capacity`]: whether the cluster has room for another job; no polling while it has not.
 //! - [`telemetry`]: text or JSON logs on stderr.
 //! - [`connect`]: Livy and ResourceManager clients from the flags (credentials checked at start),
 //!   and those of a task's Livy URL.
@@ -51,6 +52,7 @@
 pub mod auth;
 pub mod batch;
 pub mod budget;
+pub mod capacity;
 pub mod cfn;
 pub mod config;
 pub mod connect;

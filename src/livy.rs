@@ -231,6 +231,9 @@ pub trait Livy: Send + Sync + std::fmt::Debug {
     async fn log_tail(&self, name: &str, lines: u32) -> Result<Vec<String>, LivyError>;
     /// `DELETE /batches/{name}`: kills the application if it runs, then Livy forgets the batch.
     async fn delete_batch(&self, name: &str) -> Result<(), LivyError>;
+    /// How many batches the server holds that have not started yet (`not_started`,
+    /// `starting`): Livy refuses new ones at its `livy.server.session.max-creation`.
+    async fn starting(&self) -> Result<usize, LivyError>;
 }
 
 /// The URL of a batch by id, as the task output reports it.
@@ -320,26 +323,29 @@ impl LivyClient {
         parse_reply(&bytes)
     }
 
-    /// Every batch the server holds, by name, page by page. Batches without a name are not
-    /// anyone's here.
-    async fn list_all(&self) -> Result<HashMap<String, Batch>, LivyError> {
-        let mut by_name = HashMap::new();
-        let mut from = 0usize;
+    /// Every batch the server holds, page by page.
+    async fn list_every(&self) -> Result<Vec<Batch>, LivyError> {
+        let mut all = Vec::new();
         loop {
-            let page = self.list_page(from, LIST_PAGE_SIZE).await?;
+            let page = self.list_page(all.len(), LIST_PAGE_SIZE).await?;
             let got = page.sessions.len();
-            for b in page.sessions {
-                if let Some(name) = b.name.clone() {
-                    by_name.insert(name, b);
-                }
-            }
-            from += got;
+            all.extend(page.sessions);
             // Batches created between pages land at the end; those forgotten between pages shift
             // the rest forward, so one may be skipped: it is then read by name.
-            if got == 0 || i64::try_from(from).unwrap_or(i64::MAX) >= page.total {
-                return Ok(by_name);
+            if got == 0 || i64::try_from(all.len()).unwrap_or(i64::MAX) >= page.total {
+                return Ok(all);
             }
         }
+    }
+
+    /// Every batch the server holds, by name. Batches without a name are not anyone's here.
+    async fn list_all(&self) -> Result<HashMap<String, Batch>, LivyError> {
+        Ok(self
+            .list_every()
+            .await?
+            .into_iter()
+            .filter_map(|b| b.name.clone().map(|n| (n, b)))
+            .collect())
     }
 
     /// The batch of this name in the server's current listing: one that a read of this tick
@@ -468,6 +474,14 @@ impl Livy for LivyClient {
         let page: LogPage =
             decode(check(self.send("GET /batches/{name}/log", req).await?).await?).await?;
         Ok(page.log)
+    }
+
+    async fn starting(&self) -> Result<usize, LivyError> {
+        let all = self.list_every().await?;
+        Ok(all
+            .iter()
+            .filter(|b| matches!(b.state.as_str(), "starting" | "not_started"))
+            .count())
     }
 
     async fn delete_batch(&self, name: &str) -> Result<(), LivyError> {

@@ -1,6 +1,6 @@
 //! Long polls for one activity ARN: a slot first, then `GetActivityTask`, then a task that owns
 //! the slot. A poll in flight is never dropped: a delivered token cannot be handed back. No poll
-//! is made while Livy is down or the journal cannot be written.
+//! is made while Livy is down, the journal cannot be written, or the cluster has no room.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct Poller {
     pub livy_up: watch::Receiver<bool>,
     /// Whether the journal takes writes; a task that cannot be journaled is not taken.
     pub journal_writable: watch::Receiver<bool>,
+    /// Whether the cluster has room for another job; none is taken while it has not.
+    pub room: watch::Receiver<bool>,
     pub shutdown: CancellationToken,
     /// Where supervisors are spawned, so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -103,6 +105,7 @@ impl Poller {
             for (gate, what) in [
                 (self.livy_up.clone(), "livy is down"),
                 (self.journal_writable.clone(), "the journal is not writable"),
+                (self.room.clone(), "the cluster has no room for another job"),
             ] {
                 if !self.gate_open(gate, what).await {
                     return;

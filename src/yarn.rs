@@ -89,6 +89,34 @@ pub trait ResourceManager: Send + Sync + std::fmt::Debug {
     /// Asks YARN to kill an application (`PUT …/state {"state":"KILLED"}`); the kill may still
     /// be in progress when this returns.
     async fn kill(&self, id: &str) -> Result<(), YarnError>;
+    /// What the cluster has free (`GET /ws/v1/cluster/metrics`).
+    async fn metrics(&self) -> Result<ClusterMetrics, YarnError>;
+}
+
+/// The part of `GET /ws/v1/cluster/metrics` that says whether a job could start now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMetrics {
+    #[serde(default, rename = "availableMB")]
+    pub available_mb: i64,
+    #[serde(default)]
+    pub available_virtual_cores: i64,
+    /// Applications accepted but waiting for resources.
+    #[serde(default)]
+    pub apps_pending: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct MetricsReply {
+    #[serde(rename = "clusterMetrics")]
+    cluster_metrics: ClusterMetrics,
+}
+
+/// A `GET /ws/v1/cluster/metrics` reply.
+pub fn parse_metrics(body: &[u8]) -> Result<ClusterMetrics, YarnError> {
+    serde_json::from_slice::<MetricsReply>(body)
+        .map(|r| r.cluster_metrics)
+        .map_err(|e| YarnError::Decode(e.to_string()))
 }
 
 /// A ResourceManager client. With high availability several addresses are given; each call
@@ -253,6 +281,20 @@ impl ResourceManager for YarnClient {
         parse_app(&read(resp).await?)
     }
 
+    async fn metrics(&self) -> Result<ClusterMetrics, YarnError> {
+        let resp = self
+            .call(
+                "GET /ws/v1/cluster/metrics",
+                &["ws", "v1", "cluster", "metrics"],
+                |http, url| {
+                    http.get(url)
+                        .header(reqwest::header::ACCEPT, "application/json")
+                },
+            )
+            .await?;
+        parse_metrics(&read(resp).await?)
+    }
+
     async fn kill(&self, id: &str) -> Result<(), YarnError> {
         self.call(
             "PUT /ws/v1/cluster/apps/{id}/state",
@@ -369,6 +411,28 @@ fn expand(value: &str, props: &[(String, String)]) -> String {
         out.replace_range(start..start + len + 1, &with);
     }
     out
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_metrics_as_the_resourcemanager_sends_them() {
+        let body = br#"{"clusterMetrics":{"appsSubmitted":12,"appsCompleted":9,"appsPending":1,
+            "appsRunning":2,"reservedMB":0,"availableMB":6144,"allocatedMB":18432,"totalMB":24576,
+            "reservedVirtualCores":0,"availableVirtualCores":3,"allocatedVirtualCores":9,
+            "totalVirtualCores":12,"containersAllocated":9,"activeNodes":2}}"#;
+        assert_eq!(
+            parse_metrics(body).expect("parsed"),
+            ClusterMetrics {
+                available_mb: 6144,
+                available_virtual_cores: 3,
+                apps_pending: 1
+            }
+        );
+        assert!(parse_metrics(b"{}").is_err());
+    }
 }
 
 #[cfg(test)]

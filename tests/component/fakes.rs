@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use spark_activity_worker::failure::Failure;
 use spark_activity_worker::livy::{Batch, CreateBatch, Livy, LivyError};
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken, Tasks};
-use spark_activity_worker::yarn::{App, ResourceManager, YarnError};
+use spark_activity_worker::yarn::{App, ClusterMetrics, ResourceManager, YarnError};
 use tokio::time::Instant;
 use url::Url;
 
@@ -175,6 +175,15 @@ impl FakeYarn {
 impl ResourceManager for FakeYarn {
     fn for_host(&self, _: &str) -> Arc<dyn ResourceManager> {
         unimplemented!("component tests use one cluster")
+    }
+
+    async fn metrics(&self) -> Result<ClusterMetrics, YarnError> {
+        self.up()?;
+        Ok(ClusterMetrics {
+            available_mb: 1 << 20,
+            available_virtual_cores: 1 << 10,
+            apps_pending: 0,
+        })
     }
 
     async fn apps_by_tag(&self, tag: &str) -> Result<Vec<App>, YarnError> {
@@ -344,6 +353,16 @@ impl Livy for FakeLivy {
 
     fn at(&self, _: Url) -> Arc<dyn Livy> {
         unimplemented!("component tests use one Livy")
+    }
+
+    async fn starting(&self) -> Result<usize, LivyError> {
+        self.up()?;
+        Ok(self
+            .state()
+            .held
+            .iter()
+            .filter(|b| matches!(b.state.as_str(), "starting" | "not_started"))
+            .count())
     }
 
     async fn probe(&self) -> Result<(), LivyError> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Worker, free_port, rig, running};
+use crate::harness::{Livy, Worker, free_port, rig, running, scratch};
 use crate::operate::{Monitor, Scrape, m};
 
 /// Thirty batches in flight: every sync tick reads them all through one listing of Livy's
@@ -123,4 +123,71 @@ async fn after_a_restart_twelve_tasks_stay_within_a_budget_of_four_calls_a_secon
             "{out:?}"
         );
     }
+}
+
+/// Two clusters' workers poll one activity; one cluster's YARN is full. It takes no task while
+/// full, nothing waits on it, and every execution of a burst succeeds on the other. Given room,
+/// it polls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_goes_to_the_cluster_with_room_and_none_to_the_full_one() {
+    let (dir, sfn, roomy, activity) = rig("scale-room", &[]).await;
+    let full_dir = scratch("scale-room-full");
+    let full = Livy::start(&full_dir, &[]).await;
+    full.control(
+        "yarn/free",
+        json!({"availableMB": 1024, "availableVirtualCores": 2, "appsPending": 0}),
+    )
+    .await;
+    let headroom = [
+        "--yarn-headroom-memory",
+        "2g",
+        "--yarn-headroom-vcores",
+        "1",
+    ];
+    let full_worker = Worker::start(&full_dir, &activity, &full.url, &headroom);
+    let _roomy_worker = Worker::start(&dir, &activity, &roomy.url, &headroom);
+    full_worker
+        .wait_for_log(
+            "the cluster has no room for another job",
+            Duration::from_secs(30),
+        )
+        .await;
+    let machine = sfn.one_task_machine(&activity, 30, 120).await;
+    let started = std::time::Instant::now();
+    let mut executions = Vec::new();
+    for i in 0..10 {
+        let input = json!({"File": "sim:success?run=2", "Name": format!("burst-{i}")});
+        executions.push(sfn.start(&machine, &input).await);
+    }
+    for e in &executions {
+        let out = sfn.finish(e, Duration::from_secs(120)).await;
+        assert_eq!(
+            out.status,
+            aws_sdk_sfn::types::ExecutionStatus::Succeeded,
+            "{out:?}"
+        );
+    }
+    println!("10 executions done in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "none waited on the full cluster: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(full.stats().await["posts"], 0, "the full cluster took none");
+    assert_eq!(roomy.stats().await["created"], 10);
+    assert_eq!(full_worker.count_in_log("task received"), 0);
+    assert_eq!(full_worker.count_in_log("polling for a task"), 0);
+
+    // Room again: it polls.
+    full.control(
+        "yarn/free",
+        json!({"availableMB": 65536, "availableVirtualCores": 32, "appsPending": 0}),
+    )
+    .await;
+    full_worker
+        .wait_for_log("the cluster has room; polling", Duration::from_secs(30))
+        .await;
+    full_worker
+        .wait_for_log("polling for a task", Duration::from_secs(10))
+        .await;
 }

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/_control/faults", post(set_faults))
         .route("/_control/batches/{id}/state", post(force_state))
         .route("/_control/yarn/apps/{appid}/state", post(force_app_state))
+        .route("/_control/yarn/free", post(set_free))
         .route("/_control/restart", post(restart))
 }
 
@@ -148,6 +149,16 @@ struct ForceApp {
 }
 
 /// Sets an application's state for good (its script stops); a batch following it mirrors it.
+/// Sets what `GET /ws/v1/cluster/metrics` reports free (`availableMB`,
+/// `availableVirtualCores`, `appsPending`).
+async fn set_free(State(app): Shared, body: Bytes) -> ApiResult {
+    let free: crate::yarn::Free =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    app.lock().yarn.free = free;
+    info!(?free, "cluster's free resources set");
+    ok(json!({"msg": "ok"}))
+}
+
 async fn force_app_state(State(app): Shared, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let force: ForceApp = control_body(&body)?;
     let state = YarnState::parse(&force.state)

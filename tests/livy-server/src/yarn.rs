@@ -296,6 +296,28 @@ pub struct Cluster {
     pub apps: Vec<YarnApp>,
     /// Kills started through `PUT /ws/v1/cluster/apps/{appid}/state`.
     pub kills: u64,
+    /// What `GET /ws/v1/cluster/metrics` reports free, as the control API sets it.
+    pub free: Free,
+}
+
+/// The free resources the cluster reports: plenty until a test says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Free {
+    #[serde(rename = "availableMB")]
+    pub available_mb: i64,
+    pub available_virtual_cores: i64,
+    pub apps_pending: i64,
+}
+
+impl Default for Free {
+    fn default() -> Self {
+        Free {
+            available_mb: 1 << 20,
+            available_virtual_cores: 1 << 10,
+            apps_pending: 0,
+        }
+    }
 }
 
 impl Cluster {
@@ -363,6 +385,7 @@ type RmResult = Result<Response, RemoteException>;
 /// The RM routes, behind their own fault injection.
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     Router::new()
+        .route("/ws/v1/cluster/metrics", get(cluster_metrics))
         .route("/ws/v1/cluster/apps", get(list_apps))
         .route("/ws/v1/cluster/apps/{appid}", get(show_app))
         .route(
@@ -378,6 +401,28 @@ async fn gate(State(app): Shared, req: Request, next: Next) -> Response {
         return RemoteException::injected(status).into_response();
     }
     next.run(req).await
+}
+
+/// The cluster's metrics: the free resources as set, and the applications by state.
+async fn cluster_metrics(State(app): Shared) -> RmResult {
+    let reg = app.lock();
+    let free = reg.yarn.free;
+    let running = reg
+        .yarn
+        .apps
+        .iter()
+        .filter(|a| a.state == YarnState::Running)
+        .count();
+    Ok(Json(json!({"clusterMetrics": {
+        "appsSubmitted": reg.yarn.apps.len(),
+        "appsRunning": running,
+        "appsPending": free.apps_pending,
+        "availableMB": free.available_mb,
+        "availableVirtualCores": free.available_virtual_cores,
+        "reservedMB": 0,
+        "activeNodes": 1,
+    }}))
+    .into_response())
 }
 
 async fn list_apps(State(app): Shared, Query(q): Query<HashMap<String, String>>) -> RmResult {
