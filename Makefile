@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd fuzz-smoke deny clean dashboard-picture
+.PHONY: all deps build test lint unit component deploy e2e demo release release-check systemd fuzz-smoke deny clean dashboard-picture bench
 
 all: build
 
@@ -97,6 +97,14 @@ fuzz-smoke:
 deny:
 	tests/rig/install-cargo-tools.sh cargo-deny
 	.cache/cargo-tools/bin/cargo-deny --workspace check licenses bans sources
+
+# The worker (release build) with 200, 2,000 and 10,000 tasks in flight against the Livy server
+# and a Step Functions stand-in; the table goes to target/bench/scale.md. Not part of `make test`.
+BENCH_ROWS ?= 200 2000 10000
+BENCH_WINDOW ?= 60
+bench:
+	$(CARGO) build --release -p livy-server
+	$(CARGO) bench --bench scale -- --window $(BENCH_WINDOW) $(BENCH_ROWS)
 
 clean:
 	$(CARGO) clean
