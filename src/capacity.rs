@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::config::CapacityArgs;
 use crate::livy::Livy;
 use crate::metrics;
 use crate::yarn::ResourceManager;
@@ -31,6 +32,15 @@ pub struct Headroom {
 }
 
 impl Headroom {
+    /// The headroom the capacity flags ask for.
+    pub fn from_args(args: &CapacityArgs) -> Self {
+        Headroom {
+            max_starting: args.livy_max_starting,
+            memory: args.yarn_headroom_memory,
+            vcores: args.yarn_headroom_vcores,
+        }
+    }
+
     fn checks_yarn(&self) -> bool {
         self.memory.is_some() || self.vcores.is_some()
     }

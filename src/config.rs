@@ -295,16 +295,6 @@ pub struct CapacityArgs {
     pub yarn_headroom_vcores: Option<u32>,
 }
 
-impl CapacityArgs {
-    pub fn headroom(&self) -> crate::capacity::Headroom {
-        crate::capacity::Headroom {
-            max_starting: self.livy_max_starting,
-            memory: self.yarn_headroom_memory,
-            vcores: self.yarn_headroom_vcores,
-        }
-    }
-}
-
 /// How a batch is followed: sync period and Livy outage windows.
 #[derive(Debug, Clone, Args)]
 pub struct TimingArgs {

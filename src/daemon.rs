@@ -80,11 +80,11 @@ pub async fn run(
     ));
     let journal_probe = tokio::spawn(health::watch_journal(journal.clone(), stop_probe.clone()));
     // With limits, no poll opens before the first check says there is room.
-    let (room_tx, room) = watch::channel(!args.capacity.headroom().limits());
+    let (room_tx, room) = watch::channel(!capacity::Headroom::from_args(&args.capacity).limits());
     let room_probe = tokio::spawn(capacity::watch(
         livy.clone(),
         clients.yarn.clone(),
-        args.capacity.headroom(),
+        capacity::Headroom::from_args(&args.capacity),
         room_tx,
         stop_probe.clone(),
     ));
