@@ -245,8 +245,6 @@ pub fn batch_url(base: &Url, id: i64) -> String {
 #[derive(Debug, Deserialize)]
 pub struct BatchList {
     #[serde(default)]
-    pub from: i64,
-    #[serde(default)]
     pub total: i64,
     #[serde(default)]
     pub sessions: Vec<Batch>,
@@ -307,20 +305,17 @@ impl LivyClient {
     }
 
     /// `GET /batches?from=&size=`: one page.
-    pub async fn list_page(&self, from: usize, size: usize) -> Result<BatchList, LivyError> {
+    async fn list_page(&self, from: usize, size: usize) -> Result<BatchList, LivyError> {
         let mut url = self.url(&["batches"])?;
         url.query_pairs_mut()
             .append_pair("from", &from.to_string())
             .append_pair("size", &size.to_string());
         let req = self.request(reqwest::Method::GET, url);
-        let resp = check(self.send("GET /batches", req).await?).await?;
-        let bytes = http::read_capped_to(resp, MAX_LIST_BODY)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge(_) => LivyError::Decode(e.to_string()),
-                BodyError::Read(msg) => LivyError::NoAnswer(msg),
-            })?;
-        parse_reply(&bytes)
+        decode_capped(
+            check(self.send("GET /batches", req).await?).await?,
+            MAX_LIST_BODY,
+        )
+        .await
     }
 
     /// Every batch the server holds, page by page.
@@ -507,7 +502,15 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, LivyError> 
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, LivyError> {
-    let bytes = http::read_capped(resp).await.map_err(|e| match e {
+    decode_capped(resp, http::MAX_BODY).await
+}
+
+/// A successful reply of at most `cap` bytes as `T`.
+async fn decode_capped<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    cap: usize,
+) -> Result<T, LivyError> {
+    let bytes = http::read_capped_to(resp, cap).await.map_err(|e| match e {
         BodyError::TooLarge(_) => LivyError::Decode(e.to_string()),
         BodyError::Read(msg) => LivyError::NoAnswer(msg),
     })?;

@@ -29,6 +29,7 @@ use crate::http::{Trust, quote};
 use crate::input::{self, InvalidInput};
 use crate::livy::{self, BatchState, CreateBatch, Livy, LivyClient, LivyError};
 use crate::request::{self, Rules};
+use crate::retry::Policy;
 
 /// The resource type this function serves.
 pub const RESOURCE_TYPE: &str = "Custom::SparkJob";
@@ -535,13 +536,10 @@ impl Resource {
                     }
                 }
                 BatchState::Dead | BatchState::Error | BatchState::Killed => {
-                    let log = within(
-                        until.max(clock.answer_by),
-                        livy.log_tail(&d.name, LOG_TAIL_LINES),
-                    )
-                    .await
-                    .map(|lines| lines.iter().map(|l| quote(l)).collect())
-                    .unwrap_or_default();
+                    let log = within(clock.answer_by, livy.log_tail(&d.name, LOG_TAIL_LINES))
+                        .await
+                        .map(|lines| lines.iter().map(|l| quote(l)).collect())
+                        .unwrap_or_default();
                     return Err(NotStarted::Died {
                         id: batch.id,
                         state: batch.state,
@@ -622,30 +620,24 @@ impl Resource {
     /// Kills the batch (Livy forgets it); done when Livy confirms or no longer has it.
     async fn kill(&self, d: &Deployed, until: Instant) -> Result<String, String> {
         let livy = self.livy(&d.host, d.port)?;
-        let mut delay = Duration::from_millis(500);
-        loop {
-            let error = match within(until, livy.delete_batch(&d.name)).await {
-                Ok(()) => return Ok(format!("batch {} killed", d.name)),
-                Err(e) if e.is_not_found() => {
-                    return Ok(format!(
-                        "batch {} is no longer held by Livy (finished or forgotten)",
-                        d.name
-                    ));
-                }
-                Err(e) if !e.is_transient() => {
-                    return Err(format!("batch {} could not be killed: {e}", d.name));
-                }
-                Err(e) => e,
-            };
-            if Instant::now() + delay >= until {
-                return Err(format!(
-                    "batch {} could not be killed in time: {error}",
-                    d.name
-                ));
+        let killed = Policy::backoff(Duration::from_millis(500), RETRY_MAX)
+            .within(until.saturating_duration_since(Instant::now()))
+            .run(
+                || within(until, livy.delete_batch(&d.name)),
+                LivyError::is_transient,
+                |e, delay| warn!(error = %e, retry_in = ?delay, "kill failed; trying again"),
+            )
+            .await;
+        match killed {
+            Ok(()) => Ok(format!("batch {} killed", d.name)),
+            Err(e) if e.is_not_found() => Ok(format!(
+                "batch {} is no longer held by Livy (finished or forgotten)",
+                d.name
+            )),
+            Err(e) if e.is_transient() => {
+                Err(format!("batch {} could not be killed in time: {e}", d.name))
             }
-            warn!(error = %error, retry_in = ?delay, "kill failed; trying again");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RETRY_MAX);
+            Err(e) => Err(format!("batch {} could not be killed: {e}", d.name)),
         }
     }
 }
