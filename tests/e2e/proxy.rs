@@ -8,10 +8,10 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::Worker;
+use crate::harness::{HttpRequest, Worker, read_request};
 
 /// Which calls to refuse: `(operation, request body)` → `Some((code, message))`.
 type Rule = dyn Fn(&str, &Value) -> Option<(String, String)> + Send + Sync;
@@ -78,38 +78,15 @@ async fn serve(
     let (read, mut write) = conn.into_split();
     let mut read = BufReader::new(read);
     loop {
-        let mut request_line = String::new();
-        if read.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+        let Some(HttpRequest {
+            method,
+            path,
+            headers,
+            body,
+        }) = read_request(&mut read).await
+        else {
             return;
-        }
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("POST").to_owned(),
-            parts.next().unwrap_or("/").to_owned(),
-        );
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.parse().unwrap_or(0);
-                }
-                headers.push((k, v));
-            }
-        }
-        let mut body = vec![0; length];
-        if read.read_exact(&mut body).await.is_err() {
-            return;
-        }
+        };
         let target = headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))

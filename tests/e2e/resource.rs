@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-use crate::harness::{Livy, batches, free_port, root, scratch, suffix};
+use crate::harness::{HttpRequest, Livy, batches, free_port, read_request, root, scratch, suffix};
 
 // ---------------------------------------------------------------------------------------------
 // The recorder: CloudFormation's side of the ResponseURL.
@@ -75,42 +75,13 @@ impl Recorder {
 /// HTTP/1.1 with keep-alive, enough for reqwest's PUTs: head, `Content-Length` body, 200.
 async fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Put>>>) {
     let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_owned();
-        let path = parts.next().unwrap_or_default().to_owned();
-        let (mut length, mut content_type) = (0usize, None);
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    "content-type" => content_type = Some(v.trim().to_owned()),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        if method == "PUT" {
+    while let Some(request) = read_request(&mut reader).await {
+        if request.method == "PUT" {
             seen.lock().expect("recorder lock").push(Put {
-                path,
-                content_type,
-                bytes: body.len(),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                content_type: request.header("content-type").map(str::to_owned),
+                bytes: request.body.len(),
+                body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
+                path: request.path,
             });
         }
         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
@@ -277,6 +248,19 @@ impl Stack {
         e
     }
 
+    /// Sends a request of `kind` (see [`Stack::request`]) and returns its one answer.
+    pub async fn ask(
+        &self,
+        function: &Function,
+        kind: &str,
+        physical: Option<&str>,
+        props: &Value,
+        old: Option<&Value>,
+    ) -> Value {
+        self.answer(function, &self.request(kind, physical, props, old))
+            .await
+    }
+
     /// Sends `event` and returns the one answer it got, after checking it is the only one, on
     /// the request's own URL, with an empty content type, within 4 KiB, and naming the request.
     pub async fn answer(&self, function: &Function, event: &Value) -> Value {
@@ -391,9 +375,7 @@ async fn a_create_update_delete_cycle_runs_one_version_at_a_time_on_real_spark()
     let file = ticker(&dir);
 
     let v1 = properties(&livy, &file, &["v1"]);
-    let created = stack
-        .answer(&function, &stack.request("Create", None, &v1, None))
-        .await;
+    let created = stack.ask(&function, "Create", None, &v1, None).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let first = name_of(&created["PhysicalResourceId"]);
     let stats = livy.stats().await;
@@ -406,14 +388,12 @@ async fn a_create_update_delete_cycle_runs_one_version_at_a_time_on_real_spark()
 
     let v2 = properties(&livy, &file, &["v2"]);
     let updated = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request(
-                "Update",
-                created["PhysicalResourceId"].as_str(),
-                &v2,
-                Some(&v1),
-            ),
+            "Update",
+            created["PhysicalResourceId"].as_str(),
+            &v2,
+            Some(&v1),
         )
         .await;
     assert_eq!(updated["Status"], "SUCCESS", "{updated}");
@@ -430,9 +410,12 @@ async fn a_create_update_delete_cycle_runs_one_version_at_a_time_on_real_spark()
     assert!(b2["id"].as_i64() > b1["id"].as_i64());
 
     let deleted = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request("Delete", updated["PhysicalResourceId"].as_str(), &v2, None),
+            "Delete",
+            updated["PhysicalResourceId"].as_str(),
+            &v2,
+            None,
         )
         .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
@@ -444,9 +427,12 @@ async fn a_create_update_delete_cycle_runs_one_version_at_a_time_on_real_spark()
 
     // CloudFormation's cleanup deletes the replaced resource after the update: already gone.
     let cleanup = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request("Delete", created["PhysicalResourceId"].as_str(), &v1, None),
+            "Delete",
+            created["PhysicalResourceId"].as_str(),
+            &v1,
+            None,
         )
         .await;
     assert_eq!(cleanup["Status"], "SUCCESS", "{cleanup}");
@@ -461,9 +447,7 @@ async fn a_job_that_dies_at_start_fails_the_create_with_its_log() {
     let stack = Stack::new().await;
     let file = ticker(&dir);
     let props = properties(&livy, &file, &["die"]);
-    let answer = stack
-        .answer(&function, &stack.request("Create", None, &props, None))
-        .await;
+    let answer = stack.ask(&function, "Create", None, &props, None).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().expect("reason");
     assert!(
@@ -476,14 +460,12 @@ async fn a_job_that_dies_at_start_fails_the_create_with_its_log() {
     );
     // CloudFormation then deletes the failed resource: that succeeds.
     let deleted = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request(
-                "Delete",
-                answer["PhysicalResourceId"].as_str(),
-                &props,
-                None,
-            ),
+            "Delete",
+            answer["PhysicalResourceId"].as_str(),
+            &props,
+            None,
         )
         .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
@@ -533,9 +515,7 @@ async fn updates_keep_the_batch_unless_livy_would_see_a_change_and_a_failed_one_
     let function = Function::start(&dir, &[allowed(), ("START_SETTLE", "3s")]).await;
     let stack = Stack::new().await;
     let v1 = properties(&livy, "sim:forever?app=1", &["10"]);
-    let created = stack
-        .answer(&function, &stack.request("Create", None, &v1, None))
-        .await;
+    let created = stack.ask(&function, "Create", None, &v1, None).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let id = created["PhysicalResourceId"].clone();
 
@@ -545,10 +525,7 @@ async fn updates_keep_the_batch_unless_livy_would_see_a_change_and_a_failed_one_
     same["Parameters"]["NumExecutors"] = json!(1);
     same["Parameters"]["Args"] = json!([10]);
     let kept = stack
-        .answer(
-            &function,
-            &stack.request("Update", id.as_str(), &same, Some(&v1)),
-        )
+        .ask(&function, "Update", id.as_str(), &same, Some(&v1))
         .await;
     assert_eq!(kept["Status"], "SUCCESS", "{kept}");
     assert_eq!(kept["PhysicalResourceId"], id);
@@ -562,10 +539,7 @@ async fn updates_keep_the_batch_unless_livy_would_see_a_change_and_a_failed_one_
         &["10"],
     );
     let failed = stack
-        .answer(
-            &function,
-            &stack.request("Update", id.as_str(), &broken, Some(&same)),
-        )
+        .ask(&function, "Update", id.as_str(), &broken, Some(&same))
         .await;
     assert_eq!(failed["Status"], "FAILED", "{failed}");
     assert_eq!(failed["PhysicalResourceId"], id);
@@ -583,10 +557,7 @@ async fn updates_keep_the_batch_unless_livy_would_see_a_change_and_a_failed_one_
 
     // The rollback: CloudFormation asks for the old properties again, on the same id.
     let rolled = stack
-        .answer(
-            &function,
-            &stack.request("Update", id.as_str(), &v1, Some(&broken)),
-        )
+        .ask(&function, "Update", id.as_str(), &v1, Some(&broken))
         .await;
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], id);
@@ -596,9 +567,7 @@ async fn updates_keep_the_batch_unless_livy_would_see_a_change_and_a_failed_one_
         "the rollback submitted nothing"
     );
 
-    let deleted = stack
-        .answer(&function, &stack.request("Delete", id.as_str(), &v1, None))
-        .await;
+    let deleted = stack.ask(&function, "Delete", id.as_str(), &v1, None).await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     let stats = livy.stats().await;
     let b = batch_named(&stats, &name_of(&id));
@@ -618,9 +587,7 @@ async fn delete_succeeds_when_livy_forgot_or_finished_the_batch() {
     let function = Function::start(&dir, &[allowed()]).await;
     let stack = Stack::new().await;
     let props = properties(&livy, "sim:success?run=1", &[]);
-    let created = stack
-        .answer(&function, &stack.request("Create", None, &props, None))
-        .await;
+    let created = stack.ask(&function, "Create", None, &props, None).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let name = name_of(&created["PhysicalResourceId"]);
     livy.until("the batch finished", Duration::from_secs(20), |s| {
@@ -628,33 +595,27 @@ async fn delete_succeeds_when_livy_forgot_or_finished_the_batch() {
     })
     .await;
     let finished = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request(
-                "Delete",
-                created["PhysicalResourceId"].as_str(),
-                &props,
-                None,
-            ),
+            "Delete",
+            created["PhysicalResourceId"].as_str(),
+            &props,
+            None,
         )
         .await;
     assert_eq!(finished["Status"], "SUCCESS", "{finished}");
 
     let forever = properties(&livy, "sim:forever", &[]);
-    let created = stack
-        .answer(&function, &stack.request("Create", None, &forever, None))
-        .await;
+    let created = stack.ask(&function, "Create", None, &forever, None).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     livy.restart().await;
     let forgotten = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request(
-                "Delete",
-                created["PhysicalResourceId"].as_str(),
-                &forever,
-                None,
-            ),
+            "Delete",
+            created["PhysicalResourceId"].as_str(),
+            &forever,
+            None,
         )
         .await;
     assert_eq!(forgotten["Status"], "SUCCESS", "{forgotten}");
@@ -697,21 +658,17 @@ async fn a_host_outside_allowed_livy_hosts_or_bad_properties_fail_by_name() {
             "invalid properties: unknown field \"NumExecutor\" in Parameters",
         ),
     ] {
-        let answer = stack
-            .answer(&function, &stack.request("Create", None, &props, None))
-            .await;
+        let answer = stack.ask(&function, "Create", None, &props, None).await;
         assert_eq!(answer["Status"], "FAILED", "{answer}");
         let reason = answer["Reason"].as_str().unwrap_or_default();
         assert!(reason.starts_with(says), "{reason}");
         let deleted = stack
-            .answer(
+            .ask(
                 &function,
-                &stack.request(
-                    "Delete",
-                    answer["PhysicalResourceId"].as_str(),
-                    &props,
-                    None,
-                ),
+                "Delete",
+                answer["PhysicalResourceId"].as_str(),
+                &props,
+                None,
             )
             .await;
         assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
@@ -720,9 +677,7 @@ async fn a_host_outside_allowed_livy_hosts_or_bad_properties_fail_by_name() {
 
     // What Livy itself refuses (here, a script it cannot parse) is FAILED with Livy's words.
     let bad = properties(&livy, "sim:success?run=soon", &[]);
-    let answer = stack
-        .answer(&function, &stack.request("Create", None, &bad, None))
-        .await;
+    let answer = stack.ask(&function, "Create", None, &bad, None).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap_or_default();
     assert!(
@@ -754,9 +709,7 @@ async fn a_batch_that_does_not_start_in_time_is_killed_and_the_create_fails() {
     let function = Function::start(&dir, &[allowed(), ("START_TIMEOUT", "3s")]).await;
     let stack = Stack::new().await;
     let props = properties(&livy, "sim:forever?start=600&app=1", &[]);
-    let answer = stack
-        .answer(&function, &stack.request("Create", None, &props, None))
-        .await;
+    let answer = stack.ask(&function, "Create", None, &props, None).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap_or_default();
     assert!(
@@ -793,9 +746,7 @@ async fn a_panic_while_handling_a_request_is_answered_failed() {
     .await;
     let stack = Stack::new().await;
     let props = properties(&livy, "sim:forever", &[]);
-    let answer = stack
-        .answer(&function, &stack.request("Create", None, &props, None))
-        .await;
+    let answer = stack.ask(&function, "Create", None, &props, None).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     assert!(
         answer["Reason"]
@@ -805,14 +756,12 @@ async fn a_panic_while_handling_a_request_is_answered_failed() {
     );
     // The function lives on and answers the next request.
     let again = stack
-        .answer(
+        .ask(
             &function,
-            &stack.request(
-                "Delete",
-                answer["PhysicalResourceId"].as_str(),
-                &props,
-                None,
-            ),
+            "Delete",
+            answer["PhysicalResourceId"].as_str(),
+            &props,
+            None,
         )
         .await;
     assert_eq!(again["Status"], "FAILED", "{again}");
@@ -826,9 +775,7 @@ async fn a_misconfigured_function_still_answers_naming_the_variable() {
     let function = Function::start(&dir, &[]).await;
     let stack = Stack::new().await;
     let props = properties(&livy, "sim:forever", &[]);
-    let answer = stack
-        .answer(&function, &stack.request("Create", None, &props, None))
-        .await;
+    let answer = stack.ask(&function, "Create", None, &props, None).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap_or_default();
     assert!(
@@ -877,36 +824,7 @@ async fn runtime_conn(
     next: Arc<Mutex<Option<(Value, u64)>>>,
 ) {
     let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end().to_owned();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some(HttpRequest { path, body, .. }) = read_request(&mut reader).await {
         let reply = if path.ends_with("/invocation/next") {
             let (event, deadline_ms) = loop {
                 let taken = next.lock().expect("lock").take();
