@@ -11,6 +11,7 @@
 //! When they cannot be asked, supervision goes on (through Livy outages, up to
 //! `--livy-outage-limit`), and what ends it then is a kill whose confirmation the caller sees.
 
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -194,7 +195,14 @@ enum Step {
     Locate(Purpose),
     Follow,
     FollowYarn,
-    End(Ended),
+    /// Boxed: the driver keeps its step while it rests, and an end is rare and large.
+    End(Box<Ended>),
+}
+
+impl Step {
+    fn end(ended: Ended) -> Self {
+        Step::End(Box::new(ended))
+    }
 }
 
 /// Why the batch is being located, which decides what "nothing exists" means.
@@ -228,7 +236,8 @@ pub struct Batch {
     yarn: Arc<dyn ResourceManager>,
     record: Arc<Record>,
     timing: Timing,
-    request: CreateBatch,
+    /// The batch's name; the request itself is read from the journal entry when it is posted.
+    name: String,
     tag: String,
     /// Came from the journal: the batch may exist already, so it is looked up before any POST.
     resumed: bool,
@@ -245,14 +254,14 @@ impl Batch {
         timing: Timing,
         resumed: bool,
     ) -> Self {
-        let request = record.read(|e| e.request.clone());
+        let name = record.read(|e| e.request.name.clone());
         let tag = tag_for(record.key());
         Batch {
             livy,
             yarn,
             record,
             timing,
-            request,
+            name,
             tag,
             resumed,
             delivered: std::sync::Mutex::new(None),
@@ -269,7 +278,7 @@ impl Batch {
     }
 
     pub fn name(&self) -> &str {
-        &self.request.name
+        &self.name
     }
 
     pub fn livy(&self) -> &Arc<dyn Livy> {
@@ -297,13 +306,17 @@ impl Batch {
         } else {
             Step::Submit
         };
+        // Every task rests in `follow`, waiting for the next tick; the other steps are boxed, so
+        // that a resting task is as small as `follow` (thousands rest at once).
         loop {
             step = match step {
-                Step::Submit => self.submit(stop, &mut seen).await,
-                Step::Locate(purpose) => self.locate(stop, &mut seen, &mut outage, purpose).await,
+                Step::Submit => Box::pin(self.submit(stop, &mut seen)).await,
+                Step::Locate(purpose) => {
+                    Box::pin(self.locate(stop, &mut seen, &mut outage, purpose)).await
+                }
                 Step::Follow => self.follow(stop, &mut seen, &mut outage).await,
-                Step::FollowYarn => self.follow_yarn(stop, &mut seen, &mut outage).await,
-                Step::End(ended) => return ended,
+                Step::FollowYarn => Box::pin(self.follow_yarn(stop, &mut seen, &mut outage)).await,
+                Step::End(ended) => return *ended,
             }
         }
     }
@@ -317,7 +330,7 @@ impl Batch {
     }
 
     async fn stop_now(&self) -> Step {
-        Step::End(Ended::Stopped(self.kill().await))
+        Step::end(Ended::Stopped(Box::pin(self.kill()).await))
     }
 
     /// `POST /batches`, retried while Livy is unavailable, for `--livy-retry-timeout`.
@@ -377,7 +390,7 @@ impl Batch {
                     err.text
                 );
                 if !maybe_created {
-                    return Step::End(Ended::NotSubmitted(format!(
+                    return Step::end(Ended::NotSubmitted(format!(
                         "{summary}; no request reached Livy in a way that could create it"
                     )));
                 }
@@ -397,7 +410,8 @@ impl Batch {
             histogram!(metrics::DELIVERY_TO_SUBMIT, "activity" => activity.to_string())
                 .record(at.elapsed().as_secs_f64());
         }
-        match self.livy.create_batch(&self.request).await {
+        let request = self.record.read(|e| e.request.clone());
+        match self.livy.create_batch(&request).await {
             Ok(b) => {
                 failpoint::hit("crash-after-submit");
                 let step = self.adopted(b, seen).await;
@@ -423,7 +437,7 @@ impl Batch {
         if let Ok(()) = self.livy.delete_batch(self.name()).await {
             debug!("deleted the batch Livy kept after rejecting it");
         }
-        Some(Step::End(Ended::Rejected(format!(
+        Some(Step::end(Ended::Rejected(format!(
             "livy rejected batch {}: {}",
             self.name(),
             err.text
@@ -509,7 +523,7 @@ impl Batch {
                 }
                 Ok(Found::Nothing) => {
                     return match purpose {
-                        Purpose::AfterWindow(summary) => Step::End(Ended::NotSubmitted(format!(
+                        Purpose::AfterWindow(summary) => Step::end(Ended::NotSubmitted(format!(
                             "{summary}; Livy has no batch of that name and YARN no application tagged {}: it was never created",
                             self.tag
                         ))),
@@ -548,7 +562,7 @@ impl Batch {
             }
             _ => {
                 metrics::resumed("lost");
-                Step::End(Ended::Lost(format!(
+                Step::end(Ended::Lost(format!(
                     "the worker journaled batch {} {} but did not record its id; Livy has no batch of that name \
                  and YARN no application tagged {}, so none runs — it was never submitted, or ran and was \
                  forgotten by both (not resubmitted)",
@@ -566,73 +580,88 @@ impl Batch {
         }
     }
 
-    /// Follows the batch at Livy until it ends.
+    /// Follows the batch at Livy until it ends. This is where a task rests, between ticks and
+    /// in a tick's shared read, so it holds no more than those two waits: what is done with a
+    /// read is [`Batch::synced`]'s, boxed.
     async fn follow(&self, stop: &CancellationToken, seen: &mut Seen, outage: &mut Outage) -> Step {
         let mut wait = Duration::ZERO;
         loop {
             if self.stopped_within(stop, wait).await {
-                return self.stop_now().await;
+                return Box::pin(self.stop_now()).await;
             }
-            wait = until_tick(self.timing.sync_interval);
             let read = tokio::select! {
                 r = self.livy.batch(self.name()) => r,
-                () = stop.cancelled() => return self.stop_now().await,
+                () = stop.cancelled() => return Box::pin(self.stop_now()).await,
             };
-            match read {
-                Ok(b) if b.name.as_deref() == Some(self.name()) => {
-                    outage.recovered();
-                    let before = seen.state.clone();
-                    seen.update(&b);
-                    if seen.state != before {
-                        match &seen.state {
-                            Some(BatchState::Unknown(s)) => {
-                                warn!(state = %s, "unknown batch state; treated as still running")
-                            }
-                            Some(s) => info!(state = s.as_str(), "batch state changed"),
-                            None => {}
+            match Box::pin(self.synced(read, seen, outage)).await {
+                Break(step) => return step,
+                Continue(next) => wait = next,
+            }
+        }
+    }
+
+    /// Takes one read of the batch: the next step, or how long to wait before the next read.
+    async fn synced(
+        &self,
+        read: Result<livy::Batch, LivyError>,
+        seen: &mut Seen,
+        outage: &mut Outage,
+    ) -> ControlFlow<Step, Duration> {
+        match read {
+            Ok(b) if b.name.as_deref() == Some(self.name()) => {
+                outage.recovered();
+                let before = seen.state.clone();
+                seen.update(&b);
+                if seen.state != before {
+                    match &seen.state {
+                        Some(BatchState::Unknown(s)) => {
+                            warn!(state = %s, "unknown batch state; treated as still running")
                         }
-                        let (state, app) = (b.state.clone(), b.app_id.clone());
-                        let _ = self
-                            .record
-                            .update(|e| {
-                                e.last_state = Some(state);
-                                if app.is_some() {
-                                    e.app_id = app;
-                                }
-                            })
-                            .await;
+                        Some(s) => info!(state = s.as_str(), "batch state changed"),
+                        None => {}
                     }
-                    if seen.state.as_ref().is_some_and(BatchState::is_terminal) {
-                        return self.ended_at_livy(seen).await;
-                    }
-                    // A batch Livy recovered after a restart can stay `recovering` after its
-                    // application ended (LIVY-727): YARN settles it.
-                    if seen.state == Some(BatchState::Recovering)
-                        && let Ok(Some(app)) = self.yarn_app().await
-                        && app.is_final()
-                    {
-                        info!(application = %app.id, state = %app.state, "livy still says recovering but YARN says the application ended");
-                        return self.ended_in_yarn(app, seen).await;
-                    }
+                    let (state, app) = (b.state.clone(), b.app_id.clone());
+                    let _ = self
+                        .record
+                        .update(|e| {
+                            e.last_state = Some(state);
+                            if app.is_some() {
+                                e.app_id = app;
+                            }
+                        })
+                        .await;
                 }
-                // 404 (or an old Livy that ignores names): Livy no longer holds the batch —
-                // restarted without recovery, or it ended and was forgotten. YARN knows.
-                Ok(_) => return self.livy_forgot(seen),
-                Err(e) if e.is_not_found() => return self.livy_forgot(seen),
-                Err(e) => {
-                    if let Some(step) = outage.failed(&e.to_string()) {
-                        return self.outage_limit(step).await;
-                    }
-                    warn!(error = %e, "batch state sync failed");
-                    // While Livy cannot be read, YARN can say the application has ended.
-                    if let Ok(Some(app)) = self.yarn_app().await
-                        && app.is_final()
-                    {
-                        info!(application = %app.id, state = %app.state, "livy is unreachable; YARN says the application ended");
-                        return self.ended_in_yarn(app, seen).await;
-                    }
-                    wait = outage.delay();
+                if seen.state.as_ref().is_some_and(BatchState::is_terminal) {
+                    return Break(self.ended_at_livy(seen).await);
                 }
+                // A batch Livy recovered after a restart can stay `recovering` after its
+                // application ended (LIVY-727): YARN settles it.
+                if seen.state == Some(BatchState::Recovering)
+                    && let Ok(Some(app)) = self.yarn_app().await
+                    && app.is_final()
+                {
+                    info!(application = %app.id, state = %app.state, "livy still says recovering but YARN says the application ended");
+                    return Break(self.ended_in_yarn(app, seen).await);
+                }
+                Continue(until_tick(self.timing.sync_interval))
+            }
+            // 404 (or an old Livy that ignores names): Livy no longer holds the batch —
+            // restarted without recovery, or it ended and was forgotten. YARN knows.
+            Ok(_) => Break(self.livy_forgot(seen)),
+            Err(e) if e.is_not_found() => Break(self.livy_forgot(seen)),
+            Err(e) => {
+                if let Some(step) = outage.failed(&e.to_string()) {
+                    return Break(self.outage_limit(step).await);
+                }
+                warn!(error = %e, "batch state sync failed");
+                // While Livy cannot be read, YARN can say the application has ended.
+                if let Ok(Some(app)) = self.yarn_app().await
+                    && app.is_final()
+                {
+                    info!(application = %app.id, state = %app.state, "livy is unreachable; YARN says the application ended");
+                    return Break(self.ended_in_yarn(app, seen).await);
+                }
+                Continue(outage.delay())
             }
         }
     }
@@ -689,7 +718,7 @@ impl Batch {
         } else {
             self.log_tail().await
         };
-        Step::End(Ended::Finished(Finish {
+        Step::end(Ended::Finished(Finish {
             verdict,
             livy_state: Some(livy_state.as_str().to_owned()),
             seen: seen.clone(),
@@ -724,7 +753,7 @@ impl Batch {
                 Ok(None) => {
                     outage.recovered();
                     if seen.app_id.is_some() || Instant::now() >= lookup_deadline {
-                        return Step::End(Ended::Lost(format!(
+                        return Step::end(Ended::Lost(format!(
                             "livy no longer has batch {} ({}last known state {}) and YARN has no application tagged {}: \
                              nothing of this task runs",
                             self.name(),
@@ -782,7 +811,7 @@ impl Batch {
         if seen.spark_ui_url.is_none() {
             seen.spark_ui_url = app.tracking_url.clone();
         }
-        Step::End(Ended::Finished(Finish {
+        Step::end(Ended::Finished(Finish {
             verdict,
             livy_state: None,
             seen: seen.clone(),
@@ -793,8 +822,8 @@ impl Batch {
 
     async fn outage_limit(&self, reason: String) -> Step {
         warn!(reason = %reason, "outage limit reached; killing this task's application");
-        let kill = self.kill().await;
-        Step::End(Ended::OutageLimit { reason, kill })
+        let kill = Box::pin(self.kill()).await;
+        Step::end(Ended::OutageLimit { reason, kill })
     }
 
     /// The tail of the batch log, for a failure's cause.

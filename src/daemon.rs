@@ -115,6 +115,7 @@ pub async fn run(
         // Resumed tasks take slots too; more journaled tasks than slots still all resume.
         let permit = slots.clone().try_acquire_owned().ok();
         let ctx = ctx.clone();
+        let entry = Box::new(entry);
         tasks.spawn(async move {
             task::resumed(ctx, key, entry).await;
             drop(permit);

@@ -356,7 +356,7 @@ impl LivyClient {
                 .is_some_and(|a| came.saturating_duration_since(a) < LIST_REUSE);
         if !fresh {
             let asked = Instant::now();
-            listing.by_name = match self.list_all().await {
+            listing.by_name = match Box::pin(self.list_all()).await {
                 Ok(by_name) => by_name,
                 Err(e) => {
                     debug!(error = %e, "cannot list the batches; reading them one by one");
@@ -454,9 +454,11 @@ impl Livy for LivyClient {
     }
 
     async fn batch(&self, name: &str) -> Result<Batch, LivyError> {
+        // Every supervisor waits here for the tick's listing at once: the requests, which one
+        // reader or a few make, are boxed so that the waiting reads stay small.
         match self.listed(name).await {
             Some(b) => Ok(b),
-            None => self.batch_by_name(name).await,
+            None => Box::pin(self.batch_by_name(name)).await,
         }
     }
 

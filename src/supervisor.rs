@@ -271,8 +271,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Supervises the task to its single report. Never panics.
-    pub async fn run(mut self) {
+    /// Supervises the task to its single report. Never panics. Boxed, so that the task's future
+    /// holds it once (an `async fn` keeps its arguments apart from its locals).
+    pub async fn run(mut self: Box<Self>) {
         self.ctx.in_flight.insert(self.record.clone());
         let pending = self.pending.take();
         let interval = self.ctx.settings.heartbeat_interval;
@@ -281,14 +282,16 @@ impl Supervisor {
         // interval, so their heartbeats never bunch.
         let next = interval.mul_f64(rand::rng().random_range(0.5..=1.0));
         let mut heartbeats = pin!(self.heartbeats(next));
+        // A task rests in `race` for nearly all its life; the steps before and after it are
+        // boxed, so that they do not add to the size of every resting task.
         let outcome = match pending {
             Some(report) => report,
-            None => match self.first_heartbeat().await {
+            None => match Box::pin(self.first_heartbeat()).await {
                 Ok(()) => self.race(heartbeats.as_mut()).await,
                 Err(outcome) => outcome,
             },
         };
-        self.finish(outcome, heartbeats).await;
+        Box::pin(self.finish(outcome, heartbeats)).await;
         self.ctx.in_flight.remove(self.record.key());
     }
 
@@ -346,16 +349,19 @@ impl Supervisor {
         let interval = self.ctx.settings.heartbeat_interval;
         let mut wait = first;
         loop {
+            // Where every task rests: the sending, with its retries, is boxed.
             tokio::time::sleep(wait).await;
             wait = interval;
-            let sent = Policy::backoff(Duration::from_millis(500), interval)
-                .within(interval)
-                .run(
-                    || self.heartbeat(),
-                    |e| !matches!(e, SfnError::TaskGone(_)),
-                    |e, d| warn!(error = %e, retry_in = ?d, "heartbeat failed"),
-                )
-                .await;
+            let sent = Box::pin(
+                Policy::backoff(Duration::from_millis(500), interval)
+                    .within(interval)
+                    .run(
+                        || self.heartbeat(),
+                        |e| !matches!(e, SfnError::TaskGone(_)),
+                        |e, d| warn!(error = %e, retry_in = ?d, "heartbeat failed"),
+                    ),
+            )
+            .await;
             match sent {
                 Ok(()) => debug!("heartbeat sent"),
                 Err(SfnError::TaskGone(kind)) => return kind,
@@ -374,22 +380,36 @@ impl Supervisor {
         let stop = CancellationToken::new();
         let mut drive = pin!(AssertUnwindSafe(self.batch.drive(&stop)).catch_unwind());
         let mut reason: Option<StopReason> = None;
-        let ended = loop {
-            tokio::select! {
-                biased;
-                () = self.ctx.detach.cancelled() => return Outcome::Detached,
-                () = self.ctx.kill.cancelled(), if reason.is_none() => {
-                    reason = Some(StopReason::Decommissioned);
-                    stop.cancel();
+        // The end is read in a box of its own, built in this block, so that the resting task
+        // keeps no room for it.
+        let concluded = {
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    () = self.ctx.detach.cancelled() => return Outcome::Detached,
+                    () = self.ctx.kill.cancelled(), if reason.is_none() => {
+                        reason = Some(StopReason::Decommissioned);
+                        stop.cancel();
+                    }
+                    gone = heartbeats.as_mut(), if reason.is_none() => {
+                        info!(reason = %gone, "step functions closed the task; killing its batch");
+                        reason = Some(StopReason::Gone(gone));
+                        stop.cancel();
+                    }
+                    ended = drive.as_mut() => break ended,
                 }
-                gone = heartbeats.as_mut(), if reason.is_none() => {
-                    info!(reason = %gone, "step functions closed the task; killing its batch");
-                    reason = Some(StopReason::Gone(gone));
-                    stop.cancel();
-                }
-                ended = drive.as_mut() => break ended,
-            }
+            };
+            Box::pin(self.conclude(ended, reason))
         };
+        concluded.await
+    }
+
+    /// What the batch's end (or its supervisor's panic) means for the task.
+    async fn conclude(
+        &self,
+        ended: std::thread::Result<batch::Ended>,
+        reason: Option<StopReason>,
+    ) -> Outcome {
         let about = About {
             livy: self.batch.livy().base(),
             batch_name: self.batch.name(),

@@ -39,7 +39,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
         };
         let prepared =
             std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
-        let (entry, livy, yarn) = match prepared {
+        let ready = match prepared {
             Ok(Ok(ready)) => ready,
             Ok(Err(refused)) => {
                 // Not journaled: nothing reached Livy, and the report goes out at once.
@@ -50,7 +50,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
                         warn!(cause = %failure.cause, "task input forbidden by the policy")
                     }
                 }
-                reporter.deliver(&Outcome::Failure(failure)).await;
+                Box::pin(reporter.deliver(&Outcome::Failure(failure))).await;
                 return;
             }
             Err(panic) => {
@@ -60,18 +60,23 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
                     ErrorName::Panicked,
                     format!("spark-activity-worker bug: panicked reading the task input: {msg}"),
                 );
-                reporter.deliver(&Outcome::Failure(failure)).await;
+                Box::pin(reporter.deliver(&Outcome::Failure(failure))).await;
                 return;
             }
         };
         info!("task received");
-        let record = Arc::new(Record::new(ctx.journal.clone(), key.clone(), entry, false));
+        // In a block of its own, so that the entry is not kept in the task's future.
+        let (record, batch) = {
+            let (entry, livy, yarn) = *ready;
+            let record = Arc::new(Record::new(ctx.journal.clone(), key.clone(), entry, false));
+            let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false)
+                .delivered_at(delivered_at, label.clone());
+            (record, batch)
+        };
         // Journaled before anything else: from here on a restarted worker resumes the task. A
         // failed write is retried before the POST (the batch waits for it).
-        let _ = record.save().await;
-        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false)
-            .delivered_at(delivered_at, label.clone());
-        Supervisor {
+        let _ = Box::pin(record.save()).await;
+        Box::new(Supervisor {
             ctx: ctx.clone(),
             reporter: Reporter {
                 record: Some(record.clone()),
@@ -81,7 +86,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             batch,
             resumed: false,
             pending: None,
-        }
+        })
         .run()
         .await;
     }
@@ -90,8 +95,9 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
 }
 
 /// Resumes a task from the journal after a restart: deliver its pending report, or find its
-/// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it.
-pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
+/// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it. The
+/// entry comes boxed: a task's future keeps its arguments for its whole life.
+pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
     let activity: Arc<str> = entry.activity_arn.as_str().into();
     let span = task_span(&activity, &key);
     async {
@@ -124,8 +130,10 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
                     format!("the journal entry of batch {} has a bad Livy URL ({e}); whether it runs is unknown", entry.batch_name),
                 );
                 metrics::resumed("bad_entry");
-                reporter.deliver(&Outcome::Failure(f)).await;
-                Record::new(ctx.journal.clone(), key, entry, true).forget().await;
+                Box::pin(reporter.deliver(&Outcome::Failure(f))).await;
+                Record::new(ctx.journal.clone(), key, *entry, true)
+                    .forget()
+                    .await;
                 return;
             }
         };
@@ -145,9 +153,9 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
             None => info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal"),
         }
         let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &base);
-        let record = Arc::new(Record::new(ctx.journal.clone(), key, entry, true));
+        let record = Arc::new(Record::new(ctx.journal.clone(), key, *entry, true));
         let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
-        Supervisor {
+        Box::new(Supervisor {
             ctx: ctx.clone(),
             reporter: Reporter {
                 record: Some(record.clone()),
@@ -157,7 +165,7 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Entry) {
             batch,
             resumed: true,
             pending,
-        }
+        })
         .run()
         .await;
     }
@@ -199,8 +207,9 @@ fn task_span(activity: &str, key: &str) -> tracing::Span {
 
 type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
 
-/// Input → a journal entry and the clients to run it with.
-fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Refused> {
+/// Input → a journal entry and the clients to run it with (boxed: the delivery's future keeps
+/// the result while it is read).
+fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Box<Ready>, Refused> {
     let key = task.token.short_hash();
     let ready = request::prepare(&ctx.settings.request, ctx.livy.base(), &task.input, &key)?;
     if let Some(execution) = &ready.execution {
@@ -216,5 +225,5 @@ fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Ready, Ref
     );
     entry.execution = ready.execution;
     let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &ready.livy_url);
-    Ok((entry, livy, yarn))
+    Ok(Box::new((entry, livy, yarn)))
 }

@@ -140,7 +140,7 @@ impl Rig {
 
     async fn resume(&self, key: String, entry: Entry) -> JoinHandle<()> {
         self.journal.put(&key, &entry).await.expect("journal write");
-        tokio::spawn(task::resumed(self.ctx.clone(), key, entry))
+        tokio::spawn(task::resumed(self.ctx.clone(), key, Box::new(entry)))
     }
 
     /// Advances the paused clock in 1 s steps until `cond` holds (at most `within`).
