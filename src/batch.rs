@@ -621,18 +621,16 @@ impl Batch {
                         None => {}
                     }
                     let (state, app) = (b.state.clone(), b.app_id.clone());
-                    let _ = self
-                        .record
-                        .update(|e| {
-                            e.last_state = Some(state);
-                            if app.is_some() {
-                                e.app_id = app;
-                            }
-                        })
-                        .await;
+                    let _ = Box::pin(self.record.update(|e| {
+                        e.last_state = Some(state);
+                        if app.is_some() {
+                            e.app_id = app;
+                        }
+                    }))
+                    .await;
                 }
                 if seen.state.as_ref().is_some_and(BatchState::is_terminal) {
-                    return Break(self.ended_at_livy(seen).await);
+                    return Break(Box::pin(self.ended_at_livy(seen)).await);
                 }
                 // A batch Livy recovered after a restart can stay `recovering` after its
                 // application ended (LIVY-727): YARN settles it.
@@ -641,7 +639,7 @@ impl Batch {
                     && app.is_final()
                 {
                     info!(application = %app.id, state = %app.state, "livy still says recovering but YARN says the application ended");
-                    return Break(self.ended_in_yarn(app, seen).await);
+                    return Break(Box::pin(self.ended_in_yarn(app, seen)).await);
                 }
                 Continue(until_tick(self.timing.sync_interval))
             }
@@ -651,7 +649,7 @@ impl Batch {
             Err(e) if e.is_not_found() => Break(self.livy_forgot(seen)),
             Err(e) => {
                 if let Some(step) = outage.failed(&e.to_string()) {
-                    return Break(self.outage_limit(step).await);
+                    return Break(Box::pin(self.outage_limit(step)).await);
                 }
                 warn!(error = %e, "batch state sync failed");
                 // While Livy cannot be read, YARN can say the application has ended.
@@ -659,7 +657,7 @@ impl Batch {
                     && app.is_final()
                 {
                     info!(application = %app.id, state = %app.state, "livy is unreachable; YARN says the application ended");
-                    return Break(self.ended_in_yarn(app, seen).await);
+                    return Break(Box::pin(self.ended_in_yarn(app, seen)).await);
                 }
                 Continue(outage.delay())
             }

@@ -301,6 +301,11 @@ impl Journal {
     /// Writes (or replaces) an entry atomically and durably (see `write_atomic`).
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        self.put_bytes(key, bytes).await
+    }
+
+    /// Writes (or replaces) an entry already serialised.
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
         let journal = self.clone();
         let path = self.path(key);
         let result = tokio::task::spawn_blocking(move || {
@@ -429,8 +434,9 @@ impl Record {
             return Ok(());
         };
         let _serial = self.writes.lock().await;
-        let entry = self.read(Entry::clone);
-        let result = journal.put(&self.key, &entry).await;
+        // Serialised now, not cloned: thousands of tasks may wait for the disk at once.
+        let bytes = self.read(serde_json::to_vec).map_err(io::Error::other)?;
+        let result = journal.put_bytes(&self.key, bytes).await;
         if result.is_ok() {
             self.saved.store(true, std::sync::atomic::Ordering::Release);
         }

@@ -29,6 +29,8 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 pub const LIST_PAGE_SIZE: usize = 500;
 /// The most a `GET /batches` page may be: a batch shows its last 10 log lines.
 const MAX_LIST_BODY: usize = 16 << 20;
+/// Room made at once for a listing of the `total` the server claims, at most.
+const MAX_LISTED: usize = 100_000;
 /// A listing asked for at most this long before a read answers it (besides one that was in
 /// flight when the read came). Supervisors read on the same tick, so a tick's reads come
 /// together; far shorter than any sync interval, so a listing never serves two ticks.
@@ -318,29 +320,38 @@ impl LivyClient {
         .await
     }
 
-    /// Every batch the server holds, page by page.
-    async fn list_every(&self) -> Result<Vec<Batch>, LivyError> {
-        let mut all = Vec::new();
+    /// Every batch the server holds, page by page: `each` takes each page's batches and the
+    /// server's total.
+    async fn list_every(&self, mut each: impl FnMut(Vec<Batch>, i64)) -> Result<(), LivyError> {
+        let mut listed = 0;
         loop {
-            let page = self.list_page(all.len(), LIST_PAGE_SIZE).await?;
+            let page = self.list_page(listed, LIST_PAGE_SIZE).await?;
             let got = page.sessions.len();
-            all.extend(page.sessions);
+            listed += got;
+            each(page.sessions, page.total);
             // Batches created between pages land at the end; those forgotten between pages shift
             // the rest forward, so one may be skipped: it is then read by name.
-            if got == 0 || i64::try_from(all.len()).unwrap_or(i64::MAX) >= page.total {
-                return Ok(all);
+            if got == 0 || i64::try_from(listed).unwrap_or(i64::MAX) >= page.total {
+                return Ok(());
             }
         }
     }
 
-    /// Every batch the server holds, by name. Batches without a name are not anyone's here.
+    /// Every batch the server holds, by name (taken out of the batch, which [`Self::listed`]
+    /// puts back). Batches without a name are not anyone's here.
     async fn list_all(&self) -> Result<HashMap<String, Batch>, LivyError> {
-        Ok(self
-            .list_every()
-            .await?
-            .into_iter()
-            .filter_map(|b| b.name.clone().map(|n| (n, b)))
-            .collect())
+        let mut by_name = HashMap::new();
+        self.list_every(|page, total| {
+            if by_name.is_empty() {
+                by_name.reserve(usize::try_from(total).unwrap_or(0).min(MAX_LISTED));
+            }
+            by_name.extend(
+                page.into_iter()
+                    .filter_map(|mut b| b.name.take().map(|n| (n, b))),
+            );
+        })
+        .await?;
+        Ok(by_name)
     }
 
     /// The batch of this name in the server's current listing: one that a read of this tick
@@ -366,7 +377,10 @@ impl LivyClient {
             listing.asked = Some(asked);
             listing.done = Some(Instant::now());
         }
-        listing.by_name.get(name).cloned()
+        listing.by_name.get_key_value(name).map(|(name, b)| Batch {
+            name: Some(name.clone()),
+            ..b.clone()
+        })
     }
 
     /// `GET /batches/{name}`.
@@ -474,11 +488,15 @@ impl Livy for LivyClient {
     }
 
     async fn starting(&self) -> Result<usize, LivyError> {
-        let all = self.list_every().await?;
-        Ok(all
-            .iter()
-            .filter(|b| matches!(b.state.as_str(), "starting" | "not_started"))
-            .count())
+        let mut starting = 0;
+        self.list_every(|page, _| {
+            starting += page
+                .iter()
+                .filter(|b| matches!(b.state.as_str(), "starting" | "not_started"))
+                .count();
+        })
+        .await?;
+        Ok(starting)
     }
 
     async fn delete_batch(&self, name: &str) -> Result<(), LivyError> {

@@ -41,9 +41,17 @@ fn bad(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Threads for blocking work (journal writes, name lookups).
+const BLOCKING_THREADS: usize = 16;
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The blocking pool runs journal writes (and name lookups). Tokio's default of 512
+        // threads would start hundreds when thousands of tasks arrive or change state at once,
+        // each with its stack and allocator arena; a few threads write as fast, since the disk
+        // is what waits.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
         .ok()
