@@ -367,6 +367,8 @@ impl LivyClient {
                 .is_some_and(|a| came.saturating_duration_since(a) < LIST_REUSE);
         if !fresh {
             let asked = Instant::now();
+            // The last tick's listing goes first, so that two are never held at once.
+            listing.by_name = HashMap::new();
             listing.by_name = match Box::pin(self.list_all()).await {
                 Ok(by_name) => by_name,
                 Err(e) => {

@@ -1,5 +1,6 @@
-//! One supervisor per task: a heartbeat at once, then heartbeats race the batch (a panic in the
-//! batch's code is caught), then the report is delivered exactly once while heartbeats go on.
+//! One supervisor per task: heartbeats race the batch from the start (a resumed task sends its
+//! first one before touching the batch; a panic in the batch's code is caught), then the report
+//! is delivered exactly once while heartbeats go on.
 //! What the batch does is [`crate::batch`]'s business; what the report says is
 //! [`crate::outcome`]'s; where a task comes from is [`crate::task`]'s.
 
@@ -281,11 +282,16 @@ impl Supervisor {
         // resumed task after a restart) take their own phase within the second half of the
         // interval, so their heartbeats never bunch.
         let next = interval.mul_f64(rand::rng().random_range(0.5..=1.0));
-        let mut heartbeats = pin!(self.heartbeats(next));
+        // A task just delivered heartbeats alongside its POST, not before it: its token was
+        // handed out a moment ago, and a burst of deliveries would otherwise wait at the call
+        // budget before reaching Livy. A "gone" answer kills the batch like any later one.
+        let fresh = !self.resumed && pending.is_none();
+        let mut heartbeats = pin!(self.heartbeats(fresh, next));
         // A task rests in `race` for nearly all its life; the steps before and after it are
         // boxed, so that they do not add to the size of every resting task.
         let outcome = match pending {
             Some(report) => report,
+            None if fresh => self.race(heartbeats.as_mut()).await,
             None => match Box::pin(self.first_heartbeat()).await {
                 Ok(()) => self.race(heartbeats.as_mut()).await,
                 Err(outcome) => outcome,
@@ -295,8 +301,9 @@ impl Supervisor {
         self.ctx.in_flight.remove(self.record.key());
     }
 
-    /// A heartbeat at once, before anything reaches Livy: a task whose token expired while the
-    /// worker was down must not be submitted. `Err` is the outcome when the task cannot start.
+    /// A resumed task's heartbeat at once, before anything reaches Livy: a task whose token
+    /// expired while the worker was down must not be submitted. `Err` is the outcome when the
+    /// task cannot start.
     async fn first_heartbeat(&self) -> Result<(), Outcome> {
         let policy = Policy::backoff(
             Duration::from_millis(200),
@@ -343,15 +350,21 @@ impl Supervisor {
         sent
     }
 
-    /// Sends a heartbeat after `first`, then every interval; returns only when Step Functions
-    /// says the task is gone. Throttling and network trouble are retried, never taken as "gone".
-    async fn heartbeats(&self, first: Duration) -> String {
+    /// Sends a heartbeat (at once, then) after `phase`, then every interval; returns only when
+    /// Step Functions says the task is gone. Throttling and network trouble are retried, never
+    /// taken as "gone".
+    async fn heartbeats(&self, at_once: bool, phase: Duration) -> String {
         let interval = self.ctx.settings.heartbeat_interval;
-        let mut wait = first;
+        let (mut wait, mut next) = if at_once {
+            (Duration::ZERO, phase)
+        } else {
+            (phase, interval)
+        };
         loop {
             // Where every task rests: the sending, with its retries, is boxed.
             tokio::time::sleep(wait).await;
-            wait = interval;
+            wait = next;
+            next = interval;
             let sent = Box::pin(
                 Policy::backoff(Duration::from_millis(500), interval)
                     .within(interval)

@@ -207,15 +207,17 @@ fn input() -> Value {
 // Heartbeats
 
 #[tokio::test(start_paused = true)]
-async fn a_delivered_task_heartbeats_at_once_before_the_post_then_every_interval_in_its_own_phase()
-{
+async fn a_delivered_task_heartbeats_at_once_alongside_the_post_then_every_interval_in_its_own_phase()
+ {
     let r = rig("hb", timing());
     let h = r.deliver(input());
     r.until("a post", Duration::from_secs(5), |r| r.livy.posts() == 1)
         .await;
-    let post = r.livy.state().post_times[0];
+    r.until("a heartbeat", Duration::from_secs(5), |r| {
+        !r.sfn.state().heartbeats.is_empty()
+    })
+    .await;
     let first = r.sfn.state().heartbeats[0];
-    assert!(first <= post, "the first heartbeat precedes the POST");
     assert!(first - r.start < Duration::from_secs(1), "sent at once");
 
     sleep(Duration::from_secs(95)).await;
@@ -243,6 +245,42 @@ async fn a_delivered_task_heartbeats_at_once_before_the_post_then_every_interval
     assert_eq!(out["name"], "etl");
     h.await.expect("supervisor");
     assert_eq!(r.journal_entries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivered_task_is_posted_while_its_first_heartbeat_is_still_being_retried() {
+    let r = rig("hb-alongside", timing());
+    r.sfn.state().down_until = Some(r.start + Duration::from_secs(3));
+    let _h = r.deliver(input());
+    r.until("a post", Duration::from_secs(1), |r| r.livy.posts() == 1)
+        .await;
+    assert!(
+        r.sfn.state().heartbeats.is_empty(),
+        "posted before any heartbeat got through"
+    );
+    r.until("a heartbeat", Duration::from_secs(10), |r| {
+        !r.sfn.state().heartbeats.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivered_task_that_step_functions_closed_at_once_has_its_batch_killed() {
+    let r = rig("hb-gone", timing());
+    r.sfn.state().gone_at = Some(r.start);
+    let h = r.deliver(input());
+    h.await.expect("supervisor");
+    assert!(
+        r.sfn.state().reports.is_empty(),
+        "nothing to report to a closed task"
+    );
+    assert_eq!(r.journal_entries(), 0);
+    let posts = r.livy.posts();
+    let deletes = r.livy.state().deletes.clone();
+    assert!(
+        posts == 0 || !deletes.is_empty(),
+        "a batch that was posted is deleted: {posts} posts, deletes {deletes:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
