@@ -328,10 +328,8 @@ impl Supervisor {
                 }
                 Err(e) => {
                     info!(reason = %e, "step functions closed the task before it started; nothing is submitted");
-                    if self.resumed {
-                        // An earlier run of this worker may have submitted it.
-                        self.batch.kill().await;
-                    }
+                    // An earlier run of this worker may have submitted it.
+                    self.batch.kill().await;
                     Err(Outcome::Gone)
                 }
             }
