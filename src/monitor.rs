@@ -31,6 +31,7 @@ const ALIVE_WINDOW: Duration = Duration::from_secs(30);
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Scrapers and probes are few; more connections than this wait.
 const MAX_CONNECTIONS: usize = 32;
+/// A client that opens a connection and sends no request is dropped after this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the health endpoints look at.
@@ -162,7 +163,10 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
+                // One request per connection. An idle keep-alive connection would be closed
+                // after HEADER_TIMEOUT, racing a scraper whose interval is about as long: its
+                // next request then meets a reset.
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -279,5 +283,41 @@ mod tests {
         let (ok, body) = c.alive();
         assert!(!ok);
         assert_eq!(body["failing"], json!(["poll_loops"]), "{body}");
+    }
+
+    /// A scrape is answered and its connection closed at once, so no idle connection is left
+    /// for the header timeout to reset under the next scrape.
+    #[tokio::test]
+    async fn a_scrape_is_answered_and_its_connection_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let (c, _livy, _shutdown) = checks(true, true, true);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, handle, Arc::new(c), stop.clone()));
+
+        for _ in 0..2 {
+            let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: worker\r\n\r\n")
+                .await
+                .expect("request sent");
+            let mut answer = Vec::new();
+            // Ends only when the server closes: well before HEADER_TIMEOUT.
+            tokio::time::timeout(HEADER_TIMEOUT / 2, conn.read_to_end(&mut answer))
+                .await
+                .expect("the connection is closed after the answer")
+                .expect("answer read");
+            let answer = String::from_utf8_lossy(&answer).to_lowercase();
+            assert!(answer.starts_with("http/1.1 200"), "{answer}");
+            assert!(answer.contains("connection: close"), "{answer}");
+        }
+        stop.cancel();
+        server.await.expect("the server stops");
     }
 }
