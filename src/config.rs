@@ -293,6 +293,13 @@ pub struct CapacityArgs {
     #[arg(long, value_name = "N", env = "SPARK_ACTIVITY_WORKER_YARN_HEADROOM_VCORES",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub yarn_headroom_vcores: Option<u32>,
+
+    /// Measure YARN's room in this capacity-scheduler queue (its name, or its path such as
+    /// root.etl; GET /ws/v1/cluster/scheduler) instead of the whole cluster: poll only while it is
+    /// running, has no application waiting and has the headroom free under its maximum capacity.
+    #[arg(long, value_name = "QUEUE", env = "SPARK_ACTIVITY_WORKER_YARN_QUEUE",
+          value_parser = parse_non_empty)]
+    pub yarn_queue: Option<String>,
 }
 
 /// How a batch is followed: sync period and Livy outage windows.

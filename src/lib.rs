@@ -28,6 +28,7 @@
 //! - [`input`]: task input shapes and validation.
 //! - [`journal`]: crash-safe record of in-flight tasks, resumed at start; the state-dir lock.
 //! - [`yarn`]: YARN ResourceManager client (the truth when Livy forgets) and its address.
+//! - [`scheduler`]: one YARN queue's room, from the capacity scheduler's reply.
 //! - [`budget`]: the Step Functions call budget (reports, then heartbeats, then polls) in front
 //!   of the client; throttling slows it down.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
@@ -74,6 +75,7 @@ pub mod poller;
 pub mod request;
 pub mod resource;
 pub mod retry;
+pub mod scheduler;
 pub mod sfn;
 pub mod shutdown;
 pub mod status;

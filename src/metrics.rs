@@ -101,7 +101,7 @@ metrics_table! {
     RESUMES = "resumes_total", Counter, ["outcome"],
         "Tasks resumed from the journal after a restart, by what was found: report (a decided report to deliver), followed (Livy has the batch), adopted (found by name), yarn (only YARN has it), resubmitted, lost, bad_entry.";
     CLUSTER_ROOM = "cluster_room", Gauge, [],
-        "1 while the cluster has room for another job (--livy-max-starting, --yarn-headroom-*); the worker polls only then.";
+        "1 while the cluster has room for another job (--livy-max-starting, --yarn-headroom-*, --yarn-queue); the worker polls only then.";
     LIVY_UP = "livy_up", Gauge, [],
         "1 while Livy answers its health probe; the worker does not poll while it is 0.";
     READY = "ready", Gauge, [],

@@ -14,6 +14,7 @@ use url::Url;
 use crate::auth::Auth;
 use crate::http::{self, BodyError, Trust, error_chain};
 use crate::metrics;
+pub use crate::scheduler::Scheduler;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,6 +92,8 @@ pub trait ResourceManager: Send + Sync + std::fmt::Debug {
     async fn kill(&self, id: &str) -> Result<(), YarnError>;
     /// What the cluster has free (`GET /ws/v1/cluster/metrics`).
     async fn metrics(&self) -> Result<ClusterMetrics, YarnError>;
+    /// The scheduler's queues (`GET /ws/v1/cluster/scheduler`).
+    async fn scheduler(&self) -> Result<Scheduler, YarnError>;
 }
 
 /// The part of `GET /ws/v1/cluster/metrics` that says whether a job could start now.
@@ -104,6 +107,10 @@ pub struct ClusterMetrics {
     /// Applications accepted but waiting for resources.
     #[serde(default)]
     pub apps_pending: i64,
+    #[serde(default, rename = "totalMB")]
+    pub total_mb: i64,
+    #[serde(default)]
+    pub total_virtual_cores: i64,
 }
 
 #[derive(serde::Deserialize)]
@@ -189,6 +196,19 @@ impl YarnClient {
     }
 }
 
+impl YarnClient {
+    /// A plain `GET` of a JSON resource; its body.
+    async fn get_json(&self, route: &'static str, path: &[&str]) -> Result<Vec<u8>, YarnError> {
+        let resp = self
+            .call(route, path, |http, url| {
+                http.get(url)
+                    .header(reqwest::header::ACCEPT, "application/json")
+            })
+            .await?;
+        read(resp).await
+    }
+}
+
 #[derive(Deserialize)]
 struct AppsReply {
     apps: Option<AppList>,
@@ -268,31 +288,33 @@ impl ResourceManager for YarnClient {
     }
 
     async fn app(&self, id: &str) -> Result<App, YarnError> {
-        let resp = self
-            .call(
+        let body = self
+            .get_json(
                 "GET /ws/v1/cluster/apps/{id}",
                 &["ws", "v1", "cluster", "apps", id],
-                |http, url| {
-                    http.get(url)
-                        .header(reqwest::header::ACCEPT, "application/json")
-                },
             )
             .await?;
-        parse_app(&read(resp).await?)
+        parse_app(&body)
     }
 
     async fn metrics(&self) -> Result<ClusterMetrics, YarnError> {
-        let resp = self
-            .call(
+        let body = self
+            .get_json(
                 "GET /ws/v1/cluster/metrics",
                 &["ws", "v1", "cluster", "metrics"],
-                |http, url| {
-                    http.get(url)
-                        .header(reqwest::header::ACCEPT, "application/json")
-                },
             )
             .await?;
-        parse_metrics(&read(resp).await?)
+        parse_metrics(&body)
+    }
+
+    async fn scheduler(&self) -> Result<Scheduler, YarnError> {
+        let body = self
+            .get_json(
+                "GET /ws/v1/cluster/scheduler",
+                &["ws", "v1", "cluster", "scheduler"],
+            )
+            .await?;
+        crate::scheduler::parse(&body).map_err(YarnError::Decode)
     }
 
     async fn kill(&self, id: &str) -> Result<(), YarnError> {
@@ -428,7 +450,9 @@ mod metrics_tests {
             ClusterMetrics {
                 available_mb: 6144,
                 available_virtual_cores: 3,
-                apps_pending: 1
+                apps_pending: 1,
+                total_mb: 24576,
+                total_virtual_cores: 12,
             }
         );
         assert!(parse_metrics(b"{}").is_err());

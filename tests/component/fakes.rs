@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use spark_activity_worker::failure::Failure;
 use spark_activity_worker::livy::{Batch, CreateBatch, Livy, LivyError};
+use spark_activity_worker::scheduler::{Ceiling, Queue, Scheduler};
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken, Tasks};
 use spark_activity_worker::yarn::{App, ClusterMetrics, ResourceManager, YarnError};
 use tokio::time::Instant;
@@ -183,7 +184,21 @@ impl ResourceManager for FakeYarn {
             available_mb: 1 << 20,
             available_virtual_cores: 1 << 10,
             apps_pending: 0,
+            total_mb: 1 << 20,
+            total_virtual_cores: 1 << 10,
         })
+    }
+
+    async fn scheduler(&self) -> Result<Scheduler, YarnError> {
+        self.up()?;
+        Ok(Scheduler::Capacity(vec![Queue {
+            path: "root.default".into(),
+            state: "RUNNING".into(),
+            ceiling: Ceiling::Share(100.0),
+            used_mb: 0,
+            used_vcores: 0,
+            pending: 0,
+        }]))
     }
 
     async fn apps_by_tag(&self, tag: &str) -> Result<Vec<App>, YarnError> {

@@ -215,7 +215,15 @@ impl Sfn {
                 .output()
                 .map(|o| serde_json::from_str(o).expect("output is JSON")),
             error: d.error().map(str::to_owned),
-            cause: d.cause().map(str::to_owned),
+            cause: d.cause().map(|c| {
+                // LocalStack fails this way when no worker started the task within the
+                // state's TimeoutSeconds (AWS: States.Timeout); say so in any assertion message.
+                if c.contains("'ActivityTaskStartEndpoint' object has no attribute '_outcome'") {
+                    format!("{c} [LocalStack: no worker started the task within TimeoutSeconds]")
+                } else {
+                    c.to_owned()
+                }
+            }),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Livy, Worker, free_port, rig, running, scratch};
 use crate::operate::{Monitor, Scrape, m};
@@ -132,28 +132,87 @@ async fn after_a_restart_twelve_tasks_stay_within_a_budget_of_four_calls_a_secon
 /// it polls again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_goes_to_the_cluster_with_room_and_none_to_the_full_one() {
-    let (dir, sfn, roomy, activity) = rig("scale-room", &[]).await;
-    let full_dir = scratch("scale-room-full");
-    let full = Livy::start(&full_dir, &[]).await;
-    full.control(
-        "yarn/free",
-        json!({"availableMB": 1024, "availableVirtualCores": 2, "appsPending": 0}),
+    a_burst_goes_to_the_cluster_with_room(
+        "scale-room",
+        &[],
+        "YARN has 1024 MiB free, less than --yarn-headroom-memory (2048 MiB)",
+        &[(
+            "yarn/free",
+            json!({"availableMB": 1024, "availableVirtualCores": 2, "appsPending": 0}),
+        )],
+        &[(
+            "yarn/free",
+            json!({"availableMB": 65536, "availableVirtualCores": 32, "appsPending": 0}),
+        )],
     )
     .await;
-    let headroom = [
+}
+
+/// The same with `--yarn-queue`: both clusters have plenty free, but on one the jobs' queue is
+/// at its ceiling (a quarter of the cluster, all used). That cluster takes none of the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_skips_the_cluster_whose_queue_is_at_its_ceiling() {
+    let cluster = json!({"availableMB": 49152, "availableVirtualCores": 24, "appsPending": 0,
+                         "totalMB": 65536, "totalVirtualCores": 32});
+    // etl may use a quarter of the cluster: 16 GiB and 8 cores.
+    let queues = |(used_mb, used_vcores): (i64, i64)| {
+        json!([
+            {"queueName": "default", "absoluteMaxCapacity": 75.0},
+            {"queueName": "etl", "absoluteMaxCapacity": 25.0, "usedMB": used_mb, "usedVirtualCores": used_vcores},
+        ])
+    };
+    // The cluster has room throughout (48 GiB free): only the queue's figures change.
+    a_burst_goes_to_the_cluster_with_room(
+        "scale-queue",
+        &["--yarn-queue", "etl"],
+        "YARN queue root.etl has 0 MiB free, less than --yarn-headroom-memory (2048 MiB)",
+        &[
+            ("yarn/free", cluster.clone()),
+            ("yarn/queues", queues((16384, 8))),
+        ],
+        &[
+            ("yarn/free", cluster.clone()),
+            ("yarn/queues", queues((0, 0))),
+        ],
+    )
+    .await;
+}
+
+/// `fill` (control calls) makes one cluster full, `free` gives it room again; the other has
+/// `free` from the start. Both workers need 2 GiB and a core to poll, plus `flags`; the full
+/// one says `why` it does not poll.
+async fn a_burst_goes_to_the_cluster_with_room(
+    name: &str,
+    flags: &[&str],
+    why: &str,
+    fill: &[(&str, Value)],
+    free: &[(&str, Value)],
+) {
+    let (dir, sfn, roomy, activity) = rig(name, &[]).await;
+    let full_dir = scratch(&format!("{name}-full"));
+    let full = Livy::start(&full_dir, &[]).await;
+    for (path, body) in free {
+        roomy.control(path, body.clone()).await;
+    }
+    for (path, body) in fill {
+        full.control(path, body.clone()).await;
+    }
+    let mut args = vec![
         "--yarn-headroom-memory",
         "2g",
         "--yarn-headroom-vcores",
         "1",
     ];
-    let full_worker = Worker::start(&full_dir, &activity, &full.url, &headroom);
-    let _roomy_worker = Worker::start(&dir, &activity, &roomy.url, &headroom);
+    args.extend_from_slice(flags);
+    let full_worker = Worker::start(&full_dir, &activity, &full.url, &args);
+    let _roomy_worker = Worker::start(&dir, &activity, &roomy.url, &args);
     full_worker
         .wait_for_log(
             "the cluster has no room for another job",
             Duration::from_secs(30),
         )
         .await;
+    assert_eq!(full_worker.count_in_log(why), 1, "{why}");
     let machine = sfn.one_task_machine(&activity, 30, 120).await;
     let started = std::time::Instant::now();
     let mut executions = Vec::new();
@@ -181,11 +240,9 @@ async fn a_burst_goes_to_the_cluster_with_room_and_none_to_the_full_one() {
     assert_eq!(full_worker.count_in_log("polling for a task"), 0);
 
     // Room again: it polls.
-    full.control(
-        "yarn/free",
-        json!({"availableMB": 65536, "availableVirtualCores": 32, "appsPending": 0}),
-    )
-    .await;
+    for (path, body) in free {
+        full.control(path, body.clone()).await;
+    }
     full_worker
         .wait_for_log("the cluster has room; polling", Duration::from_secs(30))
         .await;

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/_control/batches/{id}/state", post(force_state))
         .route("/_control/yarn/apps/{appid}/state", post(force_app_state))
         .route("/_control/yarn/free", post(set_free))
+        .route("/_control/yarn/queues", post(set_queues))
         .route("/_control/restart", post(restart))
 }
 
@@ -148,9 +149,9 @@ struct ForceApp {
     diagnostics: Option<String>,
 }
 
-/// Sets an application's state for good (its script stops); a batch following it mirrors it.
 /// Sets what `GET /ws/v1/cluster/metrics` reports free (`availableMB`,
-/// `availableVirtualCores`, `appsPending`).
+/// `availableVirtualCores`, `appsPending`) and, optionally, the cluster's size (`totalMB`,
+/// `totalVirtualCores`).
 async fn set_free(State(app): Shared, body: Bytes) -> ApiResult {
     let free: crate::yarn::Free =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -159,6 +160,18 @@ async fn set_free(State(app): Shared, body: Bytes) -> ApiResult {
     ok(json!({"msg": "ok"}))
 }
 
+/// Sets the capacity scheduler's leaf queues (`GET /ws/v1/cluster/scheduler`): a list of
+/// `{"queueName", "absoluteMaxCapacity", "usedMB", "usedVirtualCores",
+/// "numPendingApplications", "state"}`.
+async fn set_queues(State(app): Shared, body: Bytes) -> ApiResult {
+    let queues: Vec<crate::yarn::QueueSpec> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    info!(?queues, "scheduler's queues set");
+    app.lock().yarn.queues = queues;
+    ok(json!({"msg": "ok"}))
+}
+
+/// Sets an application's state for good (its script stops); a batch following it mirrors it.
 async fn force_app_state(State(app): Shared, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let force: ForceApp = control_body(&body)?;
     let state = YarnState::parse(&force.state)

@@ -22,6 +22,8 @@
 //!
 //! RM routes (own faults, never Livy's faults or CSRF):
 //! - `GET /ws/v1/cluster/metrics`: `clusterMetrics` with the free resources the control API set.
+//! - `GET /ws/v1/cluster/scheduler`: a capacity scheduler with the leaf queues the control API
+//!   set under `root` (one `default` queue with the whole cluster until then).
 //! - `GET /ws/v1/cluster/apps?applicationTags=a,b&states=RUNNING,ACCEPTED`: apps with any of the
 //!   tags, in any of the states; `{"apps":null}` when none.
 //! - `GET /ws/v1/cluster/apps/{appid}` and `.../state`; unknown ids get a 404 `RemoteException`.
@@ -71,8 +73,11 @@
 //!   the application moves to the matching state and its script stops, without it Livy misreports
 //!   and stops following the application.
 //! - `POST yarn/apps/{appid}/state {"state", "finalStatus", "diagnostics"}`: forces an application.
-//! - `POST yarn/free {"availableMB", "availableVirtualCores", "appsPending"}`: what
-//!   `GET /ws/v1/cluster/metrics` reports free (plenty until set).
+//! - `POST yarn/free {"availableMB", "availableVirtualCores", "appsPending", "totalMB",
+//!   "totalVirtualCores"}`: what `GET /ws/v1/cluster/metrics` reports free (plenty until set),
+//!   and the cluster's size (what is free, unless given).
+//! - `POST yarn/queues [{"queueName", "absoluteMaxCapacity", "usedMB", "usedVirtualCores",
+//!   "numPendingApplications", "state"}]`: the scheduler's leaf queues.
 //! - `POST restart {"recovery", "crash"}`: a Livy restart. Without recovery every held batch is
 //!   forgotten and ids restart at 0; a clean stop also kills the unfinished applications and real
 //!   children of those batches, a crash leaves them running. With recovery, unfinished batches

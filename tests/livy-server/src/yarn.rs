@@ -298,6 +298,9 @@ pub struct Cluster {
     pub kills: u64,
     /// What `GET /ws/v1/cluster/metrics` reports free, as the control API sets it.
     pub free: Free,
+    /// The capacity scheduler's leaf queues, as the control API sets them; none set: one
+    /// `default` queue with the whole cluster.
+    pub queues: Vec<QueueSpec>,
 }
 
 /// The free resources the cluster reports: plenty until a test says otherwise.
@@ -308,6 +311,21 @@ pub struct Free {
     pub available_mb: i64,
     pub available_virtual_cores: i64,
     pub apps_pending: i64,
+    /// The cluster's size; what is free when not given.
+    #[serde(default, rename = "totalMB")]
+    pub total_mb: Option<i64>,
+    #[serde(default)]
+    pub total_virtual_cores: Option<i64>,
+}
+
+impl Free {
+    fn totals(&self) -> (i64, i64) {
+        (
+            self.total_mb.unwrap_or(self.available_mb),
+            self.total_virtual_cores
+                .unwrap_or(self.available_virtual_cores),
+        )
+    }
 }
 
 impl Default for Free {
@@ -316,7 +334,59 @@ impl Default for Free {
             available_mb: 1 << 20,
             available_virtual_cores: 1 << 10,
             apps_pending: 0,
+            total_mb: None,
+            total_virtual_cores: None,
         }
+    }
+}
+
+/// One leaf queue of the capacity scheduler, as a test sets it.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSpec {
+    pub queue_name: String,
+    /// Its ceiling in percent of the cluster.
+    #[serde(default = "whole")]
+    pub absolute_max_capacity: f64,
+    #[serde(default, rename = "usedMB")]
+    pub used_mb: i64,
+    #[serde(default)]
+    pub used_virtual_cores: i64,
+    #[serde(default)]
+    pub num_pending_applications: i64,
+    #[serde(default = "running")]
+    pub state: String,
+}
+
+fn whole() -> f64 {
+    100.0
+}
+
+fn running() -> String {
+    "RUNNING".into()
+}
+
+impl QueueSpec {
+    /// A leaf queue as Hadoop 3's capacity scheduler shows it (`maxEffectiveCapacity` and the
+    /// older `absoluteMaxCapacity`).
+    fn render(&self, (total_mb, total_vcores): (i64, i64)) -> Value {
+        let share = |total: i64| (total as f64 * self.absolute_max_capacity / 100.0) as i64;
+        json!({
+            "type": "capacitySchedulerLeafQueueInfo",
+            "queueName": self.queue_name,
+            "queuePath": format!("root.{}", self.queue_name),
+            "state": self.state,
+            "capacity": self.absolute_max_capacity,
+            "maxCapacity": self.absolute_max_capacity,
+            "absoluteCapacity": self.absolute_max_capacity,
+            "absoluteMaxCapacity": self.absolute_max_capacity,
+            "absoluteUsedCapacity": if total_mb > 0 { self.used_mb as f64 * 100.0 / total_mb as f64 } else { 0.0 },
+            "resourcesUsed": {"memory": self.used_mb, "vCores": self.used_virtual_cores},
+            "maxEffectiveCapacity": {"memory": share(total_mb), "vCores": share(total_vcores)},
+            "numPendingApplications": self.num_pending_applications,
+            "numActiveApplications": 0,
+            "users": null,
+        })
     }
 }
 
@@ -386,6 +456,7 @@ type RmResult = Result<Response, RemoteException>;
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/ws/v1/cluster/metrics", get(cluster_metrics))
+        .route("/ws/v1/cluster/scheduler", get(scheduler))
         .route("/ws/v1/cluster/apps", get(list_apps))
         .route("/ws/v1/cluster/apps/{appid}", get(show_app))
         .route(
@@ -419,9 +490,40 @@ async fn cluster_metrics(State(app): Shared) -> RmResult {
         "appsPending": free.apps_pending,
         "availableMB": free.available_mb,
         "availableVirtualCores": free.available_virtual_cores,
+        "totalMB": free.totals().0,
+        "totalVirtualCores": free.totals().1,
         "reservedMB": 0,
         "activeNodes": 1,
     }}))
+    .into_response())
+}
+
+/// The capacity scheduler: the leaf queues as set, under `root`.
+async fn scheduler(State(app): Shared) -> RmResult {
+    let reg = app.lock();
+    let totals = reg.yarn.free.totals();
+    let default = [QueueSpec {
+        queue_name: "default".into(),
+        absolute_max_capacity: 100.0,
+        used_mb: 0,
+        used_virtual_cores: 0,
+        num_pending_applications: 0,
+        state: running(),
+    }];
+    let queues = if reg.yarn.queues.is_empty() {
+        &default[..]
+    } else {
+        &reg.yarn.queues[..]
+    };
+    let leaves: Vec<Value> = queues.iter().map(|q| q.render(totals)).collect();
+    Ok(Json(json!({"scheduler": {"schedulerInfo": {
+        "type": "capacityScheduler",
+        "queueName": "root",
+        "capacity": 100.0,
+        "maxCapacity": 100.0,
+        "usedCapacity": 0.0,
+        "queues": {"queue": leaves},
+    }}}))
     .into_response())
 }
 
@@ -673,5 +775,56 @@ mod tests {
         let (_, stats) = call(&app, "GET", "/_control/stats", "").await;
         assert_eq!(stats["yarn_kills"], 1);
         assert_eq!(stats["yarn"][0]["killed_by"], "yarn-rest");
+    }
+
+    #[tokio::test]
+    async fn the_scheduler_shows_the_queues_as_set_under_root() {
+        let app = server(false);
+        let (status, body) = call(&app, "GET", "/ws/v1/cluster/scheduler", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let info = &body["scheduler"]["schedulerInfo"];
+        assert_eq!(info["type"], "capacityScheduler");
+        assert_eq!(info["queueName"], "root");
+        assert_eq!(info["queues"]["queue"][0]["queueName"], "default");
+        assert_eq!(info["queues"]["queue"][0]["absoluteMaxCapacity"], 100.0);
+
+        let free = r#"{"availableMB": 4096, "availableVirtualCores": 4, "appsPending": 0,
+                       "totalMB": 32768, "totalVirtualCores": 16}"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/yarn/free", free).await.0,
+            StatusCode::OK
+        );
+        let queues = r#"[{"queueName": "etl", "absoluteMaxCapacity": 25.0, "usedMB": 8192,
+                          "usedVirtualCores": 4, "numPendingApplications": 2},
+                         {"queueName": "adhoc", "state": "STOPPED"}]"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/yarn/queues", queues).await.0,
+            StatusCode::OK
+        );
+        let bad = r#"[{"queueName": "etl", "usedMb": 1}]"#;
+        assert_eq!(
+            call(&app, "POST", "/_control/yarn/queues", bad).await.0,
+            StatusCode::BAD_REQUEST
+        );
+
+        let (_, metrics) = call(&app, "GET", "/ws/v1/cluster/metrics", "").await;
+        assert_eq!(metrics["clusterMetrics"]["totalMB"], 32768);
+        assert_eq!(metrics["clusterMetrics"]["availableMB"], 4096);
+        let (_, body) = call(&app, "GET", "/ws/v1/cluster/scheduler", "").await;
+        let queues = &body["scheduler"]["schedulerInfo"]["queues"]["queue"];
+        let etl = &queues[0];
+        assert_eq!(etl["type"], "capacitySchedulerLeafQueueInfo");
+        assert_eq!(etl["queuePath"], "root.etl");
+        assert_eq!(etl["state"], "RUNNING");
+        assert_eq!(etl["absoluteMaxCapacity"], 25.0);
+        assert_eq!(
+            etl["maxEffectiveCapacity"],
+            json!({"memory": 8192, "vCores": 4})
+        );
+        assert_eq!(etl["resourcesUsed"], json!({"memory": 8192, "vCores": 4}));
+        assert_eq!(etl["numPendingApplications"], 2);
+        assert_eq!(queues[1]["queueName"], "adhoc");
+        assert_eq!(queues[1]["state"], "STOPPED");
+        assert_eq!(queues[1]["absoluteMaxCapacity"], 100.0);
     }
 }
