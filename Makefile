@@ -99,12 +99,16 @@ deny:
 	.cache/cargo-tools/bin/cargo-deny --workspace check licenses bans sources
 
 # The worker (release build) with 200, 2,000 and 10,000 tasks in flight against the Livy server
-# and a Step Functions stand-in; the table goes to target/bench/scale.md. Not part of `make test`.
+# and Step Functions: LocalStack up to 2,000 tasks, a stand-in in the benchmark's process above.
+# The table goes to target/bench/scale.md. Not part of `make test`.
 BENCH_ROWS ?= 200 2000 10000
 BENCH_WINDOW ?= 60
-bench:
+BENCH_LOCALSTACK_UP_TO ?= 2000
+bench: deps
 	$(CARGO) build --release -p livy-server
-	$(CARGO) bench --bench scale -- --window $(BENCH_WINDOW) $(BENCH_ROWS)
+	$(CARGO) bench --bench scale --no-run
+	tests/rig/with-localstack.sh $(CARGO) bench --bench scale -- --window $(BENCH_WINDOW) \
+	  --localstack-up-to $(BENCH_LOCALSTACK_UP_TO) $(BENCH_ROWS)
 
 clean:
 	$(CARGO) clean

@@ -1,18 +1,22 @@
 //! `make bench`: the worker (release build) with many tasks in flight, against the project's
-//! Livy server (`sim:forever` batches, each a simulated YARN application) and a Step Functions
-//! stand-in in this process that speaks the service's JSON protocol to the worker's real SDK
-//! client (LocalStack does not carry thousands of activity tasks on these machines; every row
-//! says which Step Functions it ran against). It measures, for each row:
+//! Livy server (`sim:forever` batches, each a simulated YARN application) and Step Functions:
+//! LocalStack for rows up to `--localstack-up-to` tasks (2,000) when `AWS_ENDPOINT_URL` names it
+//! (`make bench` runs it), and above that a stand-in in this process that speaks the service's
+//! JSON protocol to the worker's real SDK client (LocalStack does not carry 10,000 activity tasks
+//! on these machines). Every row says which it ran against. It measures, for each row:
 //!
 //! - the worker's resident memory (now and peak) and CPU seconds per task-minute in a steady
 //!   window of 30 s heartbeats and 10 s sync;
-//! - Step Functions calls a second (at the stand-in) against the budget, and Livy calls a second
-//!   and per sync tick (at the Livy server);
+//! - Step Functions calls a second against the budget (counted at the stand-in; against
+//!   LocalStack, by the worker's `sfn_requests_total`), and Livy calls a second and per sync tick
+//!   (at the Livy server);
 //! - delivery → `POST /batches` latency (the worker's own histogram, p50 and p99 as bucket bounds);
 //! - Livy end → report latency: batches forced to `success` at random moments, until the
-//!   stand-in receives their `SendTaskSuccess`.
+//!   stand-in receives their `SendTaskSuccess` (LocalStack: until `DescribeExecution` says
+//!   `SUCCEEDED`, read every 50 ms, which adds LocalStack's own time).
 //!
-//! `cargo bench --bench scale -- 200 2000 10000` (the rows), `--window SECS` (default 60).
+//! `cargo bench --bench scale -- 200 2000 10000` (the rows), `--window SECS` (default 60),
+//! `--localstack-up-to N`.
 //! The table goes to stdout and target/bench/scale.md.
 
 use std::collections::{HashMap, VecDeque};
@@ -138,6 +142,151 @@ async fn serve(listener: TcpListener, stand_in: Arc<StandIn>) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LocalStack: one activity and one state machine per row, every execution started before the
+// worker, all stopped when the row ends.
+
+struct LocalStack {
+    client: aws_sdk_sfn::Client,
+    endpoint: String,
+    activity: String,
+    /// Execution ARNs by task index (`bench-{i}`).
+    executions: Vec<String>,
+}
+
+impl LocalStack {
+    async fn start(endpoint: String, tasks: usize) -> Self {
+        let conf = spark_activity_worker::sfn::shared_config().await;
+        let client = aws_sdk_sfn::Client::new(&conf);
+        let tag = format!("bench-{tasks}-{:08x}", rand::random::<u32>());
+        let activity = client
+            .create_activity()
+            .name(&tag)
+            .send()
+            .await
+            .expect("create activity")
+            .activity_arn()
+            .to_owned();
+        let definition = json!({"StartAt": "Spark", "States": {"Spark": {"Type": "Task",
+            "Resource": activity, "HeartbeatSeconds": 120, "TimeoutSeconds": 7200, "End": true}}});
+        let machine = client
+            .create_state_machine()
+            .name(&tag)
+            .definition(definition.to_string())
+            .role_arn("arn:aws:iam::000000000000:role/stepfunctions")
+            .send()
+            .await
+            .expect("create state machine")
+            .state_machine_arn()
+            .to_owned();
+        let started = Instant::now();
+        let executions = parallel(tasks, |i| {
+            let (client, machine) = (client.clone(), machine.clone());
+            async move {
+                let input = json!({"File": "sim:forever?app=1", "Name": format!("bench-{i}")});
+                client
+                    .start_execution()
+                    .state_machine_arn(machine)
+                    .name(format!("bench-{i}"))
+                    .input(input.to_string())
+                    .send()
+                    .await
+                    .expect("start execution")
+                    .execution_arn()
+                    .to_owned()
+            }
+        })
+        .await;
+        eprintln!(
+            "{tasks}: executions started at LocalStack in {:?}",
+            started.elapsed()
+        );
+        LocalStack {
+            client,
+            endpoint,
+            activity,
+            executions,
+        }
+    }
+
+    /// From now until execution `i` is no longer running.
+    async fn until_ended(&self, i: usize) -> Duration {
+        let started = Instant::now();
+        loop {
+            let d = self
+                .client
+                .describe_execution()
+                .execution_arn(&self.executions[i])
+                .send()
+                .await
+                .expect("describe execution");
+            if *d.status() != aws_sdk_sfn::types::ExecutionStatus::Running {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop_all(&self) {
+        parallel(self.executions.len(), |i| {
+            let (client, arn) = (self.client.clone(), self.executions[i].clone());
+            async move {
+                let _ = client.stop_execution().execution_arn(arn).send().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// `f(0) … f(n-1)`, 16 at a time; the results in order.
+async fn parallel<T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    use futures::StreamExt;
+    futures::stream::iter((0..n).map(|i| tokio::spawn(f(i))))
+        .buffered(16)
+        .map(|r| r.expect("task"))
+        .collect()
+        .await
+}
+
+/// Where a row's Step Functions calls go.
+enum Sfn {
+    StandIn(Arc<StandIn>),
+    LocalStack(LocalStack),
+}
+
+impl Sfn {
+    fn label(&self) -> &'static str {
+        match self {
+            Sfn::StandIn(_) => "stand-in",
+            Sfn::LocalStack(_) => "LocalStack",
+        }
+    }
+
+    /// Step Functions calls so far: at the stand-in, or as the worker counts them.
+    fn calls(&self, worker_metrics: &str) -> u64 {
+        match self {
+            Sfn::StandIn(s) => s.total(),
+            Sfn::LocalStack(_) => worker_metrics
+                .lines()
+                .filter(|l| l.starts_with("spark_activity_worker_sfn_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64,
+        }
+    }
+}
+
+async fn scrape(addr: &str) -> String {
+    match reqwest::get(format!("http://{addr}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 
@@ -288,6 +437,7 @@ fn ms(s: Option<f64>) -> String {
 
 struct Row {
     tasks: usize,
+    sfn: &'static str,
     ramp: Duration,
     rss_mib: f64,
     peak_mib: f64,
@@ -302,27 +452,37 @@ struct Row {
     end_max: Duration,
 }
 
-async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
+async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<String>) -> Row {
     let dir = root().join("target/bench").join(format!("run-{tasks}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).expect("bench dir");
     let livy = Livy::start(&dir).await;
 
-    let stand_in = Arc::new(StandIn::default());
-    {
-        let mut q = stand_in.queue.lock().expect("lock");
-        for i in 0..tasks {
-            let input = json!({"File": "sim:forever?app=1", "Name": format!("bench-{i}")});
-            q.push_back((format!("bench-token-{i}"), input.to_string()));
+    let (sfn, sfn_url, activity, key) = match localstack {
+        Some(endpoint) => {
+            let ls = LocalStack::start(endpoint, tasks).await;
+            let (url, activity) = (ls.endpoint.clone(), ls.activity.clone());
+            (Sfn::LocalStack(ls), url, activity, "test")
         }
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sfn_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(serve(listener, stand_in.clone()));
+        None => {
+            let stand_in = Arc::new(StandIn::default());
+            {
+                let mut q = stand_in.queue.lock().expect("lock");
+                for i in 0..tasks {
+                    let input = json!({"File": "sim:forever?app=1", "Name": format!("bench-{i}")});
+                    q.push_back((format!("bench-token-{i}"), input.to_string()));
+                }
+            }
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            tokio::spawn(serve(listener, stand_in.clone()));
+            (Sfn::StandIn(stand_in), url, ACTIVITY.to_owned(), "bench")
+        }
+    };
 
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let worker = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
-        .args(["run", "--activity-arn", ACTIVITY, "--livy-url", &livy.url])
+        .args(["run", "--activity-arn", &activity, "--livy-url", &livy.url])
         .args(["--yarn-url", &livy.url, "--state-dir"])
         .arg(dir.join("state"))
         .args(["--max-concurrent-tasks", &tasks.to_string()])
@@ -333,8 +493,8 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ENDPOINT_URL", &sfn_url)
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", key)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
@@ -348,7 +508,12 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if stand_in.delivered() && running(&livy.stats().await).len() == tasks {
+        let delivered = match &sfn {
+            Sfn::StandIn(s) => s.delivered(),
+            // Every execution's batch running means every task was delivered.
+            Sfn::LocalStack(_) => true,
+        };
+        if delivered && running(&livy.stats().await).len() == tasks {
             break;
         }
         assert!(
@@ -363,19 +528,20 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
     tokio::time::sleep(Duration::from_secs(35)).await;
 
     let (cpu0, _, _) = usage(pid, tick);
-    let sfn0 = stand_in.total();
+    let sfn0 = sfn.calls(&scrape(&metrics_addr).await);
     let livy0 = Livy::calls(&livy.stats().await);
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let (cpu1, rss, peak) = usage(pid, tick);
-    let sfn1 = stand_in.total();
+    let sfn1 = sfn.calls(&scrape(&metrics_addr).await);
     let stats = livy.stats().await;
     let livy1 = Livy::calls(&stats);
     let cpu = cpu1 - cpu0;
 
     // Livy end → report: 20 batches forced to success at random moments over a sync interval.
     let batches = running(&stats);
+    let sfn = Arc::new(sfn);
     let mut ends = Vec::new();
     for b in batches.iter().take(20) {
         let id = b["id"].as_i64().unwrap_or(0);
@@ -387,17 +553,22 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         let offset = Duration::from_millis(rand::random::<u64>() % 10_000);
-        let (livy_url, http, s) = (livy.url.clone(), livy.http.clone(), stand_in.clone());
+        let (livy_url, http, sfn) = (livy.url.clone(), livy.http.clone(), sfn.clone());
         ends.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let forced = Instant::now();
             force(&http, &livy_url, id, "success").await;
-            let token = format!("bench-token-{i}");
-            loop {
-                if let Some(at) = s.reports.lock().expect("lock").get(&token) {
-                    return at.duration_since(forced);
+            match &*sfn {
+                Sfn::LocalStack(ls) => ls.until_ended(i).await,
+                Sfn::StandIn(s) => {
+                    let token = format!("bench-token-{i}");
+                    loop {
+                        if let Some(at) = s.reports.lock().expect("lock").get(&token) {
+                            return at.duration_since(forced);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
     }
@@ -414,9 +585,13 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
         .unwrap_or_default();
     let hist = "spark_activity_worker_task_delivery_to_submit_seconds";
     drop(worker);
+    if let Sfn::LocalStack(ls) = &*sfn {
+        ls.stop_all().await;
+    }
     let minutes = tasks as f64 * elapsed / 60.0;
     Row {
         tasks,
+        sfn: sfn.label(),
         ramp,
         rss_mib: rss as f64 / 1024.0,
         peak_mib: peak as f64 / 1024.0,
@@ -439,12 +614,16 @@ async fn row(tasks: usize, window: Duration, tick: f64) -> Row {
 async fn main() {
     let mut rows: Vec<usize> = Vec::new();
     let mut window = Duration::from_secs(60);
+    let mut localstack_up_to = 2_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--window" => {
                 window =
                     Duration::from_secs(args.next().and_then(|w| w.parse().ok()).unwrap_or(60));
+            }
+            "--localstack-up-to" => {
+                localstack_up_to = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
             }
             "--bench" => {}
             n => {
@@ -467,10 +646,14 @@ async fn main() {
         "| tasks in flight | Step Functions | ramp | RSS (peak) | CPU s / task-minute | % of a core | SFN calls/s (budget 500) | Livy calls/s | Livy calls / sync tick | delivery → POST p50 / p99 | Livy end → report p50 / max |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for n in rows {
-        let r = row(n, window, tick).await;
+        let localstack = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|_| n <= localstack_up_to);
+        let r = row(n, window, tick, localstack).await;
         let line = format!(
-            "| {} | stand-in | {:.0} s | {:.1} MiB ({:.1}) | {:.5} | {:.2} % | {:.1} | {:.2} | {:.1} | {} / {} | {:.2} s / {:.2} s |\n",
+            "| {} | {} | {:.0} s | {:.1} MiB ({:.1}) | {:.5} | {:.2} % | {:.1} | {:.2} | {:.1} | {} / {} | {:.2} s / {:.2} s |\n",
             r.tasks,
+            r.sfn,
             r.ramp.as_secs_f64(),
             r.rss_mib,
             r.peak_mib,
