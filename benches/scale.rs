@@ -16,7 +16,7 @@
 //!   `SUCCEEDED`, read every 50 ms, which adds LocalStack's own time).
 //!
 //! `cargo bench --bench scale -- 200 2000 10000` (the rows), `--window SECS` (default 60),
-//! `--localstack-up-to N`.
+//! `--localstack-up-to N`; `BENCH_WORKER=path` runs another build of the worker.
 //! The table goes to stdout and target/bench/scale.md.
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +42,9 @@ const SYNC: &str = "10s";
 const SYNC_SECS: f64 = 10.0;
 const BUDGET: f64 = 500.0;
 const ACTIVITY: &str = "arn:aws:states:us-east-1:000000000000:activity:bench";
+/// Step Functions' task tokens are opaque strings of about 700 characters (up to 2,048); the
+/// stand-in's are as long, so that the memory a token costs shows.
+const TOKEN_LEN: usize = 700;
 
 // ---------------------------------------------------------------------------------------------
 // The Step Functions stand-in: GetActivityTask hands out queued tasks (holding a poll up to 20 s
@@ -80,6 +83,11 @@ impl StandIn {
             }
         }
     }
+}
+
+/// Task `i`'s token, as long as the service's: about 700 characters.
+fn token(i: usize) -> String {
+    format!("bench-token-{i:06}-{}", "A".repeat(TOKEN_LEN - 19))
 }
 
 async fn answer(
@@ -470,7 +478,7 @@ async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<Strin
                 let mut q = stand_in.queue.lock().expect("lock");
                 for i in 0..tasks {
                     let input = json!({"File": "sim:forever?app=1", "Name": format!("bench-{i}")});
-                    q.push_back((format!("bench-token-{i}"), input.to_string()));
+                    q.push_back((token(i), input.to_string()));
                 }
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -481,7 +489,10 @@ async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<Strin
     };
 
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let worker = Command::new(env!("CARGO_BIN_EXE_spark-activity-worker"))
+    // BENCH_WORKER: another build of the worker, e.g. one with symbols for a profiler.
+    let bin = std::env::var("BENCH_WORKER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_spark-activity-worker").to_owned());
+    let worker = Command::new(bin)
         .args(["run", "--activity-arn", &activity, "--livy-url", &livy.url])
         .args(["--yarn-url", &livy.url, "--state-dir"])
         .arg(dir.join("state"))
@@ -561,7 +572,7 @@ async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<Strin
             match &*sfn {
                 Sfn::LocalStack(ls) => ls.until_ended(i).await,
                 Sfn::StandIn(s) => {
-                    let token = format!("bench-token-{i}");
+                    let token = token(i);
                     loop {
                         if let Some(at) = s.reports.lock().expect("lock").get(&token) {
                             return at.duration_since(forced);

@@ -2,7 +2,6 @@
 //! pollers, and runs the shutdown sequence (stop polling → let open polls return → detach, drain
 //! or kill the tasks, as `--shutdown-mode` says → exit).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ::metrics::gauge;
@@ -181,7 +180,7 @@ pub async fn run(
     pollers.close();
     tasks.close();
     info!(
-        tasks = ctx.in_flight.snapshot().len(),
+        tasks = ctx.in_flight.count(),
         mode = ?mode,
         "stopped polling; waiting for open polls to return"
     );
@@ -239,19 +238,13 @@ fn scrape_time_gauges(
     let (ctx, journal) = (ctx.clone(), journal.clone());
     Arc::new(move || {
         // Slots as tasks see them: an open poll holds a permit too, but no task yet.
-        let supervised = ctx.in_flight.snapshot();
-        gauge!(metrics::SLOTS_USED).set(supervised.len() as f64);
-        gauge!(metrics::SLOTS_AVAILABLE)
-            .set((max as usize).saturating_sub(supervised.len()) as f64);
-        let mut by_state: HashMap<&str, usize> =
-            metrics::BATCH_STATES.iter().map(|s| (*s, 0)).collect();
-        for (_, task) in supervised {
-            *by_state
-                .entry(metrics::batch_state_label(task.last_state.as_deref()))
-                .or_default() += 1;
-        }
-        for (state, n) in by_state {
-            gauge!(metrics::BATCHES, "state" => state).set(n as f64);
+        let by_state = ctx.in_flight.count_by_state();
+        let supervised: usize = by_state.values().sum();
+        gauge!(metrics::SLOTS_USED).set(supervised as f64);
+        gauge!(metrics::SLOTS_AVAILABLE).set((max as usize).saturating_sub(supervised) as f64);
+        for state in metrics::BATCH_STATES {
+            let n = by_state.get(state).copied().unwrap_or_default();
+            gauge!(metrics::BATCHES, "state" => *state).set(n as f64);
         }
         gauge!(metrics::JOURNAL_ENTRIES).set(journal.count() as f64);
     })

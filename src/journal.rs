@@ -33,8 +33,10 @@ const FORMAT_VERSION: u32 = 1;
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub version: u32,
-    pub task_token: String,
-    pub activity_arn: String,
+    /// Shared with the task's reporter: a token can be 2 KiB.
+    pub task_token: Arc<str>,
+    /// Shared by the tasks of one activity.
+    pub activity_arn: Arc<str>,
     pub livy_url: String,
     pub batch_name: String,
     /// RFC 3339; when the entry was first written (just before the first POST).
@@ -73,8 +75,8 @@ pub struct ReportAttempt {
 
 impl Entry {
     pub fn new(
-        task_token: String,
-        activity_arn: String,
+        task_token: Arc<str>,
+        activity_arn: Arc<str>,
         livy_url: String,
         name: Option<String>,
         request: CreateBatch,

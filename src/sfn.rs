@@ -36,6 +36,11 @@ impl TaskToken {
         &self.0
     }
 
+    /// The token itself, shared (with the task's journal entry).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// 12 hex digits of the token's SHA-256: a stable, unique-enough handle for names and logs.
     pub fn short_hash(&self) -> String {
         let digest = Sha256::digest(self.0.as_bytes());

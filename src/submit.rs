@@ -66,7 +66,7 @@ pub async fn run(args: SubmitArgs, interrupt: CancellationToken) -> Result<Exit,
     let (livy, yarn) = clients.for_url(&ready.livy_url);
     let base = ready.livy_url.clone();
     let entry = Entry::new(
-        String::new(),
+        "".into(),
         "submit".into(),
         base.to_string(),
         ready.name,

@@ -61,7 +61,7 @@ pub struct InFlight(Mutex<HashMap<String, Arc<Record>>>);
 /// One supervised task as the shutdown log shows it.
 #[derive(Debug, Clone)]
 pub struct Running {
-    pub activity: String,
+    pub activity: Arc<str>,
     pub batch_name: String,
     pub batch_id: Option<i64>,
     pub livy_url: String,
@@ -80,6 +80,27 @@ impl InFlight {
         if let Ok(mut map) = self.0.lock() {
             map.remove(key);
         }
+    }
+
+    /// How many tasks are supervised.
+    pub fn count(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or_default()
+    }
+
+    /// How many tasks have their batch in each state (as [`metrics::batch_state_label`] names
+    /// it), copying nothing of them: a scrape reads it.
+    pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
+        let records: Vec<Arc<Record>> = self
+            .0
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut by_state = HashMap::new();
+        for r in &records {
+            let state = r.read(|e| metrics::batch_state_label(e.last_state.as_deref()));
+            *by_state.entry(state).or_default() += 1;
+        }
+        by_state
     }
 
     /// The tasks, keyed by the token's short hash.

@@ -26,10 +26,14 @@ use crate::yarn::ResourceManager;
 /// Supervises a newly delivered task to its single report. Never panics.
 pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
     let key = task.token.short_hash();
+    // The input is read once, then dropped: the task's future would otherwise keep it (up to
+    // 256 KiB) for the task's whole life.
+    let mut task = Some(task);
     let label: Arc<str> = metrics::activity_label(&activity).into();
     counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
     let delivered_at = Instant::now();
     async {
+        let Some(task) = task.take() else { return };
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token: task.token.clone(),
@@ -39,6 +43,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
         };
         let prepared =
             std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
+        drop(task);
         let ready = match prepared {
             Ok(Ok(ready)) => ready,
             Ok(Err(refused)) => {
@@ -98,10 +103,10 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
 /// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it. The
 /// entry comes boxed: a task's future keeps its arguments for its whole life.
 pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
-    let activity: Arc<str> = entry.activity_arn.as_str().into();
+    let activity = entry.activity_arn.clone();
     let span = task_span(&activity, &key);
     async {
-        let token = TaskToken::new(entry.task_token.as_str());
+        let token = TaskToken::new(entry.task_token.clone());
         let since = entry
             .created_at
             .as_deref()
@@ -217,8 +222,8 @@ fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Box<Ready>
     }
     tracing::Span::current().record("batch_name", ready.request.name.as_str());
     let mut entry = Entry::new(
-        task.token.secret().to_owned(),
-        activity.to_string(),
+        task.token.shared(),
+        activity.clone(),
         ready.livy_url.to_string(),
         ready.name,
         ready.request,

@@ -129,7 +129,7 @@ impl Rig {
         };
         batch::add_tag(&mut request, &batch::tag_for(&key));
         let entry = Entry::new(
-            token.secret().to_owned(),
+            token.shared(),
             ACTIVITY.into(),
             self.livy.base.to_string(),
             Some(name.into()),
