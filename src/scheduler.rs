@@ -38,12 +38,19 @@ pub struct Queue {
 
 impl Queue {
     /// Memory (MiB) and cores the queue may still take, given the cluster's totals (used only
-    /// when the ceiling is a share).
+    /// when the ceiling is a share; a total of 0, not reported, sets no ceiling).
     pub fn free(&self, total_mb: i64, total_vcores: i64) -> (i64, i64) {
         let (mb, vcores) = match self.ceiling {
             Ceiling::Resources { mb, vcores } => (mb, vcores),
+            // A total the ResourceManager did not give sets no ceiling.
             Ceiling::Share(pct) => {
-                let share = |total: i64| (total as f64 * pct / 100.0).floor() as i64;
+                let share = |total: i64| {
+                    if total > 0 {
+                        (total as f64 * pct / 100.0).floor() as i64
+                    } else {
+                        i64::MAX
+                    }
+                };
                 (share(total_mb), share(total_vcores))
             }
         };
@@ -215,6 +222,11 @@ mod tests {
         assert_eq!(nightly.ceiling, Ceiling::Share(25.0));
         // A quarter of 32 GiB and 16 cores, less what it uses.
         assert_eq!(nightly.free(32768, 16), (8192 - 2048, 4 - 2));
+        assert_eq!(
+            nightly.free(0, 16),
+            (i64::MAX - 2048, 2),
+            "no total, no ceiling"
+        );
         let adhoc = s.find("adhoc").expect("found");
         assert_eq!((adhoc.state.as_str(), adhoc.pending), ("STOPPED", 3));
 
