@@ -29,10 +29,11 @@ deploy: deps
 	tests/deploy/run.sh target/debug/spark-activity-worker
 
 # Real LocalStack Step Functions + the Livy-compatible server running real spark-submit, and a
-# real MIT KDC on loopback for the Kerberos tests.
+# real MIT KDC on loopback for the Kerberos tests. Without backtraces, so that a failure's message
+# and place stay at the end of the output, after every test's printed figures.
 e2e: deps
 	$(CARGO) build -p livy-server
-	tests/rig/with-localstack.sh tests/rig/with-kdc.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
+	RUST_BACKTRACE=0 tests/rig/with-localstack.sh tests/rig/with-kdc.sh $(CARGO) test --features failpoints --test e2e -- --test-threads 4 --show-output
 
 test: deps lint deny unit component fuzz-smoke deploy e2e release-check systemd
 
