@@ -12,8 +12,8 @@
 //!   (at the Livy server);
 //! - delivery → `POST /batches` latency (the worker's own histogram, p50 and p99 as bucket bounds);
 //! - Livy end → report latency: batches forced to `success` at random moments, until the
-//!   stand-in receives their `SendTaskSuccess` (LocalStack: until `DescribeExecution` says
-//!   `SUCCEEDED`, read every 50 ms, which adds LocalStack's own time).
+//!   stand-in receives their `SendTaskSuccess` (LocalStack: until the time its history gives the
+//!   `ActivitySucceeded` event, which is when the call arrived).
 //!
 //! `cargo bench --bench scale -- 200 2000 10000` (the rows), `--window SECS` (default 60),
 //! `--localstack-up-to N`; `BENCH_WORKER=path` runs another build of the worker.
@@ -24,7 +24,7 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -220,21 +220,28 @@ impl LocalStack {
         }
     }
 
-    /// From now until execution `i` is no longer running.
-    async fn until_ended(&self, i: usize) -> Duration {
-        let started = Instant::now();
+    /// From `forced` until Step Functions took the task's report: the `ActivitySucceeded` (or
+    /// `ActivityFailed`) event of execution `i`, which its history stamps when the call arrived.
+    async fn report_after(&self, i: usize, forced: SystemTime) -> Duration {
+        use aws_sdk_sfn::types::HistoryEventType as Event;
         loop {
-            let d = self
+            let history = self
                 .client
-                .describe_execution()
+                .get_execution_history()
                 .execution_arn(&self.executions[i])
+                .reverse_order(true)
                 .send()
                 .await
-                .expect("describe execution");
-            if *d.status() != aws_sdk_sfn::types::ExecutionStatus::Running {
-                return started.elapsed();
+                .expect("execution history");
+            let reported = history
+                .events()
+                .iter()
+                .find(|e| matches!(e.r#type(), Event::ActivitySucceeded | Event::ActivityFailed));
+            if let Some(e) = reported {
+                let at = SystemTime::try_from(*e.timestamp()).expect("event time");
+                return at.duration_since(forced).unwrap_or_default();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -567,10 +574,10 @@ async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<Strin
         let (livy_url, http, sfn) = (livy.url.clone(), livy.http.clone(), sfn.clone());
         ends.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            let forced = Instant::now();
+            let (forced, forced_at) = (Instant::now(), SystemTime::now());
             force(&http, &livy_url, id, "success").await;
             match &*sfn {
-                Sfn::LocalStack(ls) => ls.until_ended(i).await,
+                Sfn::LocalStack(ls) => ls.report_after(i, forced_at).await,
                 Sfn::StandIn(s) => {
                     let token = token(i);
                     loop {
