@@ -374,7 +374,6 @@ impl Journal {
 
 /// One task's entry, held in memory and written through to its file: the supervisor's view of
 /// what the journal keeps. Writes are serialised, so a later state never lands before an earlier.
-/// One task's entry, as the supervisor changes it, and its file in the journal.
 #[derive(Debug)]
 pub struct Record {
     /// `None` for a task run without a journal (`submit`): nothing is written.
