@@ -382,28 +382,36 @@ pub struct Record {
     entry: Mutex<Entry>,
     saved: std::sync::atomic::AtomicBool,
     writes: tokio::sync::Mutex<()>,
-    /// Bumped on every change, for whoever shows progress.
-    changes: watch::Sender<u64>,
+    /// Bumped on every change, for `submit`'s progress line; `None` in the worker, whose
+    /// thousands of tasks have nobody watching (a channel is about 400 bytes).
+    changes: Option<watch::Sender<u64>>,
 }
 
 impl Record {
     pub fn new(journal: Journal, key: String, entry: Entry, saved: bool) -> Self {
-        Self::with(Some(journal), key, entry, saved)
+        Self::with(Some(journal), key, entry, saved, None)
     }
 
-    /// A record kept in memory only: `submit` runs one task without a journal.
+    /// A record kept in memory only, whose changes can be watched: `submit` runs one task
+    /// without a journal and shows its progress.
     pub fn in_memory(key: String, entry: Entry) -> Self {
-        Self::with(None, key, entry, true)
+        Self::with(None, key, entry, true, Some(watch::channel(0).0))
     }
 
-    fn with(journal: Option<Journal>, key: String, entry: Entry, saved: bool) -> Self {
+    fn with(
+        journal: Option<Journal>,
+        key: String,
+        entry: Entry,
+        saved: bool,
+        changes: Option<watch::Sender<u64>>,
+    ) -> Self {
         Record {
             journal,
             key,
             entry: Mutex::new(entry),
             saved: saved.into(),
             writes: tokio::sync::Mutex::new(()),
-            changes: watch::channel(0).0,
+            changes,
         }
     }
 
@@ -415,9 +423,13 @@ impl Record {
         f(&self.entry.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Wakes on every change of the entry.
+    /// Wakes on every change of the entry (of an [`in_memory`](Self::in_memory) record; a
+    /// journaled one's never changes).
     pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        match &self.changes {
+            Some(changes) => changes.subscribe(),
+            None => watch::channel(0).1,
+        }
     }
 
     pub fn is_saved(&self) -> bool {
@@ -426,7 +438,9 @@ impl Record {
 
     pub async fn update(&self, change: impl FnOnce(&mut Entry)) -> io::Result<()> {
         change(&mut self.entry.lock().unwrap_or_else(|e| e.into_inner()));
-        self.changes.send_modify(|n| *n += 1);
+        if let Some(changes) = &self.changes {
+            changes.send_modify(|n| *n += 1);
+        }
         self.save().await
     }
 
