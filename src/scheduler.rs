@@ -93,21 +93,23 @@ impl Scheduler {
             [q] => Ok(q),
             [] => Err(format!(
                 "YARN has no leaf queue {name:?} (--yarn-queue); its leaf queues: {}",
-                queues
-                    .iter()
-                    .map(|q| q.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                paths(queues)
             )),
             many => Err(format!(
                 "several YARN queues are named {name:?} (--yarn-queue): {}; give the full path",
-                many.iter()
-                    .map(|q| q.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                paths(many.iter().copied())
             )),
         }
     }
+}
+
+/// The queues' paths, comma-separated.
+fn paths<'a>(queues: impl IntoIterator<Item = &'a Queue>) -> String {
+    queues
+        .into_iter()
+        .map(|q| q.path.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A `GET /ws/v1/cluster/scheduler` reply.

@@ -82,6 +82,14 @@ impl InFlight {
         }
     }
 
+    /// The tasks' records, taken out of the lock (each is read under its own).
+    fn records(&self) -> Vec<Arc<Record>> {
+        self.0
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many tasks are supervised.
     pub fn count(&self) -> usize {
         self.0.lock().map(|m| m.len()).unwrap_or_default()
@@ -90,13 +98,8 @@ impl InFlight {
     /// How many tasks have their batch in each state (as [`metrics::batch_state_label`] names
     /// it), copying nothing of them: a scrape reads it.
     pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
-        let records: Vec<Arc<Record>> = self
-            .0
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
         let mut by_state = HashMap::new();
-        for r in &records {
+        for r in &self.records() {
             let state = r.read(|e| metrics::batch_state_label(e.last_state.as_deref()));
             *by_state.entry(state).or_default() += 1;
         }
@@ -105,12 +108,7 @@ impl InFlight {
 
     /// The tasks, keyed by the token's short hash.
     pub fn snapshot(&self) -> Vec<(String, Running)> {
-        let records: Vec<Arc<Record>> = self
-            .0
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        records
+        self.records()
             .iter()
             .map(|r| {
                 let running = r.read(|e| Running {
