@@ -26,11 +26,7 @@ pub fn hit(_name: &str) {}
 /// failure on and off while the worker runs. Without the feature it always succeeds.
 #[cfg(feature = "failpoints")]
 pub fn io(name: &str) -> std::io::Result<()> {
-    let var = format!(
-        "SPARK_ACTIVITY_WORKER_FAILPOINT_{}",
-        name.to_ascii_uppercase().replace('-', "_")
-    );
-    match std::env::var_os(var) {
+    match std::env::var_os(io_variable(name)) {
         Some(path) if std::path::Path::new(&path).exists() => Err(std::io::Error::other(format!(
             "failpoint {name}: No space left on device"
         ))),
@@ -42,4 +38,29 @@ pub fn io(name: &str) -> std::io::Result<()> {
 #[inline(always)]
 pub fn io(_name: &str) -> std::io::Result<()> {
     Ok(())
+}
+
+/// A stalling failpoint: with the `failpoints` feature, blocks the calling thread while the file
+/// named as for [`io`] exists, as a disk that does not finish a flush would. Without the feature
+/// it returns at once.
+#[cfg(feature = "failpoints")]
+pub fn stall(name: &str) {
+    let Some(path) = std::env::var_os(io_variable(name)) else {
+        return;
+    };
+    while std::path::Path::new(&path).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn stall(_name: &str) {}
+
+#[cfg(feature = "failpoints")]
+fn io_variable(name: &str) -> String {
+    format!(
+        "SPARK_ACTIVITY_WORKER_FAILPOINT_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }

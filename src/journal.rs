@@ -210,7 +210,7 @@ impl Journal {
     pub fn probe(&self) -> io::Result<()> {
         crate::failpoint::io("journal-write")?;
         let path = self.dir.join(".probe");
-        self.write_atomic(&path, b"ok")?;
+        self.write_atomic(&path, b"ok", || {})?;
         fs::remove_file(path)
     }
 
@@ -306,19 +306,28 @@ impl Journal {
         self.put_bytes(key, bytes).await
     }
 
-    /// Writes (or replaces) an entry already serialised.
+    /// Writes (or replaces) an entry already serialised. A new entry's write returns as soon as
+    /// the file is in place, safe from a process kill; its two flushes go on behind, and a
+    /// failure there marks the journal unwritable like any other. A delivered task's POST thus
+    /// waits for a rename, not for the disk: under a burst of deliveries and state changes the
+    /// flushes queue for seconds. A replaced entry's write returns only once it is on disk.
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
         let journal = self.clone();
         let path = self.path(key);
-        let result = tokio::task::spawn_blocking(move || {
-            crate::failpoint::io("journal-write")?;
-            journal.write_atomic(&path, &bytes)
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        self.note_write(&result);
-        result
+        let (placed_tx, placed) = tokio::sync::oneshot::channel();
+        let written = tokio::task::spawn_blocking(move || {
+            let result = crate::failpoint::io("journal-write").and_then(|()| {
+                journal.write_atomic(&path, &bytes, || {
+                    let _ = placed_tx.send(());
+                })
+            });
+            journal.note_write(&result);
+            result
+        });
+        if placed.await.is_ok() {
+            return Ok(());
+        }
+        written.await.map_err(io::Error::other).and_then(|r| r)
     }
 
     /// Removes an entry durably; a missing one is fine.
@@ -343,11 +352,12 @@ impl Journal {
 
     /// Replaces `name` atomically and durably. Replacing an entry follows the textbook order —
     /// temp file, fsync, rename, fsync of the directory — so a power cut leaves the old or the new
-    /// version, never a torn one. Creating one renames *before* the fsyncs: there is no old
-    /// version to protect, and the task becomes safe from a process kill (SIGKILL, OOM) as soon
-    /// as the rename returns instead of after two disk flushes — the window in which a task
-    /// delivered to the worker could still be lost shrinks from milliseconds to microseconds.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    /// version, never a torn one. Creating one renames *before* the fsyncs, and calls `placed`
+    /// then: there is no old version to protect, and the task is safe from a process kill
+    /// (SIGKILL, OOM) as soon as the rename returns instead of after two disk flushes — the
+    /// window in which a task delivered to the worker could still be lost shrinks from
+    /// milliseconds to microseconds.
+    fn write_atomic(&self, path: &Path, bytes: &[u8], placed: impl FnOnce()) -> io::Result<()> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -361,6 +371,8 @@ impl Journal {
         f.write_all(bytes)?;
         if creating {
             fs::rename(&tmp, path)?;
+            placed();
+            crate::failpoint::stall("journal-flush");
             f.sync_all()?;
         } else {
             f.sync_all()?;

@@ -426,6 +426,45 @@ async fn a_failure_refused_for_a_kms_key_is_sent_again_without_error_and_cause()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_task_is_submitted_once_its_entry_is_in_place_without_waiting_for_the_flush() {
+    let (dir, sfn, livy, activity) = rig("slow-flush", &[]).await;
+    let sm = sfn.one_task_machine(&activity, 10, 120).await;
+    let stalled = dir.join("flush-stalled");
+    let stalled_path = stalled.to_str().expect("utf-8 path").to_owned();
+    let worker = Worker::start_with_env(
+        &dir,
+        &activity,
+        &livy.url,
+        &["--pollers-per-activity", "1"],
+        &[(
+            "SPARK_ACTIVITY_WORKER_FAILPOINT_JOURNAL_FLUSH",
+            &stalled_path,
+        )],
+    );
+    worker
+        .wait_for_log("polling for a task", Duration::from_secs(30))
+        .await;
+    // From here a new entry's flush to disk does not finish (a disk slowed by a burst of
+    // writes): the task's entry is in place, a process kill would not lose it, and the POST
+    // does not wait for the disk.
+    std::fs::write(&stalled, b"").expect("stall flushes");
+    let ex = sfn.start(&sm, &json!({"File": "sim:success?run=2"})).await;
+    livy.until(
+        "the batch posted while its entry's flush is stalled",
+        Duration::from_secs(30),
+        |s| s["posts"] == 1,
+    )
+    .await;
+    assert_eq!(journal_files(&dir), 1, "the entry is in place");
+
+    std::fs::remove_file(&stalled).expect("flushes finish");
+    let out = sfn.finish(&ex, Duration::from_secs(60)).await;
+    assert_eq!(out.status, ExecutionStatus::Succeeded, "{out:?}");
+    assert_eq!(livy.stats().await["created"], 1);
+    journal_emptied(&dir, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_delivered_while_the_journal_cannot_be_written_is_submitted_only_once_it_is_on_disk()
 {
     let (dir, sfn, livy, activity) = rig("disk-full-delivery", &[]).await;
