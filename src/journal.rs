@@ -28,6 +28,10 @@ use crate::metrics;
 
 const FORMAT_VERSION: u32 = 1;
 
+/// How many writes may wait on the disk at once: half the runtime's blocking threads (16), so
+/// that new entries' writes and name lookups always find one.
+pub const FLUSHES_AT_ONCE: usize = 8;
+
 /// One in-flight task. It holds the task token: the directory is private to the worker's user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +156,8 @@ pub struct Journal {
     /// Held open for the life of the process: the lock goes with the last clone.
     _lock: Arc<File>,
     writable: Arc<watch::Sender<bool>>,
+    /// Slots for writes waiting on the disk; see [`Journal::flushing`].
+    flushes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Journal {
@@ -201,6 +207,7 @@ impl Journal {
             dir: dir.to_owned(),
             _lock: Arc::new(lock),
             writable: Arc::new(watch::channel(true).0),
+            flushes: Arc::new(tokio::sync::Semaphore::new(FLUSHES_AT_ONCE)),
         };
         journal.probe().map_err(err)?;
         Ok(journal)
@@ -210,7 +217,8 @@ impl Journal {
     pub fn probe(&self) -> io::Result<()> {
         crate::failpoint::io("journal-write")?;
         let path = self.dir.join(".probe");
-        self.write_atomic(&path, b"ok", || {})?;
+        let unflushed = self.write_file(&path, b"ok")?;
+        self.flush(unflushed)?;
         fs::remove_file(path)
     }
 
@@ -309,55 +317,86 @@ impl Journal {
     /// Writes (or replaces) an entry already serialised. A new entry's write returns as soon as
     /// the file is in place, safe from a process kill; its two flushes go on behind, and a
     /// failure there marks the journal unwritable like any other. A delivered task's POST thus
-    /// waits for a rename, not for the disk: under a burst of deliveries and state changes the
-    /// flushes queue for seconds. A replaced entry's write returns only once it is on disk.
+    /// waits for a rename, not for the disk. A replaced entry's write returns only once it is on
+    /// disk.
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
         let journal = self.clone();
         let path = self.path(key);
-        let (placed_tx, placed) = tokio::sync::oneshot::channel();
         let written = tokio::task::spawn_blocking(move || {
-            let result = crate::failpoint::io("journal-write").and_then(|()| {
-                journal.write_atomic(&path, &bytes, || {
-                    let _ = placed_tx.send(());
-                })
-            });
-            journal.note_write(&result);
-            result
-        });
-        if placed.await.is_ok() {
+            crate::failpoint::io("journal-write")?;
+            journal.write_file(&path, &bytes)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        let unflushed = match written {
+            Ok(unflushed) => unflushed,
+            Err(e) => {
+                let failed = Err(e);
+                self.note_write(&failed);
+                return failed;
+            }
+        };
+        let created = matches!(unflushed, Unflushed::Created(_));
+        let flushed = self.flushing(move |j| j.flush(unflushed));
+        if created {
+            tokio::spawn(flushed);
             return Ok(());
         }
-        written.await.map_err(io::Error::other).and_then(|r| r)
+        flushed.await
     }
 
     /// Removes an entry durably; a missing one is fine.
     pub async fn remove(&self, key: &str) -> io::Result<()> {
         let path = self.path(key);
-        let dir = self.dir.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        self.flushing(move |j| {
             crate::failpoint::io("journal-write")?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
             }
-            File::open(&dir)?.sync_all()
+            File::open(&j.dir)?.sync_all()
         })
         .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        self.note_write(&result);
-        result
     }
 
-    /// Replaces `name` atomically and durably. Replacing an entry follows the textbook order —
-    /// temp file, fsync, rename, fsync of the directory — so a power cut leaves the old or the new
-    /// version, never a torn one. Creating one renames *before* the fsyncs, and calls `placed`
-    /// then: there is no old version to protect, and the task is safe from a process kill
-    /// (SIGKILL, OOM) as soon as the rename returns instead of after two disk flushes — the
-    /// window in which a task delivered to the worker could still be lost shrinks from
-    /// milliseconds to microseconds.
-    fn write_atomic(&self, path: &Path, bytes: &[u8], placed: impl FnOnce()) -> io::Result<()> {
+    /// Runs `flush` on a blocking thread once one of the journal's few flushing slots is free,
+    /// and notes its result. Flushes wait for the disk, and a burst of thousands of tasks
+    /// changing state at once would otherwise hold every blocking thread, leaving a newly
+    /// delivered task's write (a rename, no flush) queued behind them.
+    fn flushing(
+        &self,
+        flush: impl FnOnce(&Journal) -> io::Result<()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let journal = self.clone();
+        async move {
+            let result = match journal.flushes.clone().acquire_owned().await {
+                Ok(slot) => {
+                    let j = journal.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _slot = slot;
+                        flush(&j)
+                    })
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r)
+                }
+                Err(closed) => Err(io::Error::other(closed)),
+            };
+            journal.note_write(&result);
+            result
+        }
+    }
+
+    /// Writes `bytes` for `path`, atomically; [`Journal::flush`] makes it durable. Replacing an
+    /// entry follows the textbook order — temp file, fsync, rename, fsync of the directory — so
+    /// a power cut leaves the old or the new version, never a torn one. A new entry is renamed
+    /// into place here, *before* its fsyncs: there is no old version to protect, and the task
+    /// is safe from a process kill (SIGKILL, OOM) as soon as the rename returns instead of after
+    /// two disk flushes — the window in which a task delivered to the worker could still be
+    /// lost shrinks from milliseconds to microseconds.
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<Unflushed> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -371,17 +410,42 @@ impl Journal {
         f.write_all(bytes)?;
         if creating {
             fs::rename(&tmp, path)?;
-            placed();
-            crate::failpoint::stall("journal-flush");
-            f.sync_all()?;
-        } else {
-            f.sync_all()?;
-            fs::rename(&tmp, path)?;
+            return Ok(Unflushed::Created(f));
         }
-        drop(f);
-        // The rename is durable only once the directory itself is synced.
+        Ok(Unflushed::Replacing {
+            file: f,
+            tmp,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Makes a write durable: the file's fsync, its rename if it replaces an entry, and the
+    /// directory's fsync (a rename is durable only then).
+    fn flush(&self, unflushed: Unflushed) -> io::Result<()> {
+        match unflushed {
+            Unflushed::Created(f) => {
+                crate::failpoint::stall("journal-flush");
+                f.sync_all()?;
+            }
+            Unflushed::Replacing { file, tmp, path } => {
+                file.sync_all()?;
+                fs::rename(&tmp, &path)?;
+            }
+        }
         File::open(&self.dir)?.sync_all()
     }
+}
+
+/// A write whose flushes are still to come.
+enum Unflushed {
+    /// A new entry, already in place.
+    Created(File),
+    /// A replacement, still in its temp file.
+    Replacing {
+        file: File,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
 }
 
 /// One task's entry, held in memory and written through to its file: the supervisor's view of

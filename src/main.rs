@@ -41,7 +41,8 @@ fn bad(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Threads for blocking work (journal writes, name lookups).
+/// Threads for blocking work (journal writes, name lookups); at most half of them wait on the
+/// disk (`journal::FLUSHES_AT_ONCE`).
 const BLOCKING_THREADS: usize = 16;
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
