@@ -254,7 +254,7 @@ impl Batch {
         timing: Timing,
         resumed: bool,
     ) -> Self {
-        let name = record.read(|e| e.request.name.clone());
+        let name = record.read(|e| e.batch_name.clone());
         let tag = tag_for(record.key());
         Batch {
             livy,
@@ -410,7 +410,7 @@ impl Batch {
             histogram!(metrics::DELIVERY_TO_SUBMIT, "activity" => activity.to_string())
                 .record(at.elapsed().as_secs_f64());
         }
-        let request = self.record.read(|e| e.request.clone());
+        let request = self.record.read(|e| e.request.request());
         match self.livy.create_batch(&request).await {
             Ok(b) => {
                 failpoint::hit("crash-after-submit");

@@ -52,7 +52,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<String>,
     /// The submission, so a batch Livy never received can still be submitted after a restart.
-    pub request: CreateBatch,
+    pub request: Submission,
     pub batch_id: Option<i64>,
     /// The YARN application id, once Livy or YARN showed it.
     #[serde(default)]
@@ -96,7 +96,7 @@ impl Entry {
             ),
             name,
             execution: None,
-            request,
+            request: Submission::new(&request),
             batch_id: None,
             app_id: None,
             submitted_at: None,
@@ -104,6 +104,39 @@ impl Entry {
             report: None,
             report_attempt: None,
         }
+    }
+}
+
+/// The submission as an entry holds it: its JSON, in one allocation. Thousands of tasks are held
+/// at once, and the request is read only to post it; as a [`CreateBatch`] each would keep a
+/// dozen fields, a map node and a string per value. An entry whose request is not one does not
+/// load (it is corrupt).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Submission(Box<serde_json::value::RawValue>);
+
+impl Submission {
+    pub fn new(request: &CreateBatch) -> Self {
+        Self(serde_json::value::to_raw_value(request).expect("a CreateBatch serialises"))
+    }
+
+    /// The request, to post.
+    pub fn request(&self) -> CreateBatch {
+        serde_json::from_str(self.0.get()).expect("checked when the entry was made or loaded")
+    }
+}
+
+impl PartialEq for Submission {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl<'de> Deserialize<'de> for Submission {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        serde_json::from_str::<CreateBatch>(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self(raw))
     }
 }
 
@@ -611,6 +644,14 @@ mod tests {
         let loaded = j.load().expect("load");
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[0], ("k1".to_owned(), e));
+        assert_eq!(loaded[0].1.request.request().file, "s3://b/a.py");
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("k1.json")).expect("read")).expect("json");
+        assert_eq!(
+            file["request"],
+            serde_json::json!({"file": "s3://b/a.py", "name": "n-0123456789ab"}),
+            "the request is written as the object it always was"
+        );
         j.remove("k1").await.expect("remove");
         j.remove("k1").await.expect("removing twice is fine");
         assert_eq!(j.load().expect("load").len(), 1);
@@ -626,6 +667,9 @@ mod tests {
         fs::write(dir.join("truncated.json"), &full[..full.len() / 2]).expect("write");
         fs::write(dir.join("garbage.json"), b"\x00\xffnot json").expect("write");
         fs::write(dir.join("torn.json.tmp"), b"{\"vers").expect("write");
+        let mut bad_request = serde_json::to_value(entry("v")).expect("json");
+        bad_request["request"]["file"] = serde_json::json!(3);
+        fs::write(dir.join("bad-request.json"), bad_request.to_string()).expect("write");
         let loaded = j.load().expect("load");
         assert_eq!(
             loaded.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
@@ -633,6 +677,7 @@ mod tests {
         );
         assert!(dir.join("truncated.json.corrupt").exists());
         assert!(dir.join("garbage.json.corrupt").exists());
+        assert!(dir.join("bad-request.json.corrupt").exists());
         assert!(!dir.join("torn.json.tmp").exists());
         assert_eq!(
             j.load().expect("load again").len(),
