@@ -344,17 +344,26 @@ impl Journal {
     /// Writes (or replaces) an entry atomically and durably (see `write_atomic`).
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
-        self.put_bytes(key, bytes).await
+        self.put_bytes(key, bytes, false).await
     }
 
-    /// Writes (or replaces) an entry already serialised. A new entry's write returns as soon as
-    /// the file is in place, safe from a process kill; its two flushes go on behind, and a
+    /// Writes (or replaces) an entry already serialised. A task's first write returns as soon
+    /// as its file is in place, safe from a process kill; its two flushes go on behind, and a
     /// failure there marks the journal unwritable like any other. A delivered task's POST thus
-    /// waits for a rename, not for the disk. A replaced entry's write returns only once it is on
-    /// disk.
-    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
-        let journal = self.clone();
+    /// waits for a rename, not for the disk. Every other write takes one of the flushing slots
+    /// for its whole course and returns once on disk.
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>, first: bool) -> io::Result<()> {
         let path = self.path(key);
+        if !first {
+            return self
+                .flushing(move |j| {
+                    crate::failpoint::io("journal-write")?;
+                    let unflushed = j.write_file(&path, &bytes)?;
+                    j.flush(unflushed)
+                })
+                .await;
+        }
+        let journal = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             crate::failpoint::io("journal-write")?;
             journal.write_file(&path, &bytes)
@@ -395,9 +404,9 @@ impl Journal {
     }
 
     /// Runs `flush` on a blocking thread once one of the journal's few flushing slots is free,
-    /// and notes its result. Flushes wait for the disk, and a burst of thousands of tasks
-    /// changing state at once would otherwise hold every blocking thread, leaving a newly
-    /// delivered task's write (a rename, no flush) queued behind them.
+    /// and notes its result. Flushes wait for the disk, and thousands of tasks changing state at
+    /// one tick would otherwise queue for every blocking thread, with a newly delivered task's
+    /// write (a rename, no flush) behind them.
     fn flushing(
         &self,
         flush: impl FnOnce(&Journal) -> io::Result<()> + Send + 'static,
@@ -560,7 +569,7 @@ impl Record {
         let _serial = self.writes.lock().await;
         // Serialised now, not cloned: thousands of tasks may wait for the disk at once.
         let bytes = self.read(serde_json::to_vec).map_err(io::Error::other)?;
-        let result = journal.put_bytes(&self.key, bytes).await;
+        let result = journal.put_bytes(&self.key, bytes, !self.is_saved()).await;
         if result.is_ok() {
             self.saved.store(true, std::sync::atomic::Ordering::Release);
         }
