@@ -206,9 +206,10 @@ async fn a_burst_goes_to_the_cluster_with_room(
     args.extend_from_slice(flags);
     let full_worker = Worker::start(&full_dir, &activity, &full.url, &args);
     let _roomy_worker = Worker::start(&dir, &activity, &roomy.url, &args);
+    // The check's own line, with its reason (the pollers' "waiting" line comes first).
     full_worker
         .wait_for_log(
-            "the cluster has no room for another job",
+            "the cluster has no room for another job; not polling",
             Duration::from_secs(30),
         )
         .await;
