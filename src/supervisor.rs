@@ -28,6 +28,10 @@ use crate::retry::Policy;
 use crate::sfn::{SfnError, TaskToken, Tasks};
 use crate::yarn::ResourceManager;
 
+/// How long after a "gone" answer to its first heartbeat a task delivered a moment ago is asked
+/// again; see [`Supervisor::heartbeats`].
+pub const CONFIRM_GONE: Duration = Duration::from_secs(1);
+
 /// Settings every supervisor shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -369,7 +373,10 @@ impl Supervisor {
 
     /// Sends a heartbeat (at once, then) after `phase`, then every interval; returns only when
     /// Step Functions says the task is gone. Throttling and network trouble are retried, never
-    /// taken as "gone".
+    /// taken as "gone". A task delivered a moment ago that its first heartbeat calls gone is
+    /// asked again [`CONFIRM_GONE`] later before it is believed: LocalStack answers
+    /// `InvalidToken` for a token it handed out milliseconds before, until its execution has
+    /// set the task up.
     async fn heartbeats(&self, at_once: bool, phase: Duration) -> String {
         let interval = self.ctx.settings.heartbeat_interval;
         let (mut wait, mut next) = if at_once {
@@ -377,27 +384,40 @@ impl Supervisor {
         } else {
             (phase, interval)
         };
+        let mut just_delivered = at_once;
         loop {
             // Where every task rests: the sending, with its retries, is boxed.
             tokio::time::sleep(wait).await;
             wait = next;
             next = interval;
-            let sent = Box::pin(
-                Policy::backoff(Duration::from_millis(500), interval)
-                    .within(interval)
-                    .run(
-                        || self.heartbeat(),
-                        |e| !matches!(e, SfnError::TaskGone(_)),
-                        |e, d| warn!(error = %e, retry_in = ?d, "heartbeat failed"),
-                    ),
-            )
-            .await;
+            let mut sent = Box::pin(self.heartbeat_within(interval)).await;
+            if just_delivered && let Err(SfnError::TaskGone(kind)) = &sent {
+                info!(reason = %kind, "step functions called a task it handed out a moment ago gone; asking again");
+                sent = Box::pin(async {
+                    tokio::time::sleep(CONFIRM_GONE).await;
+                    self.heartbeat_within(interval).await
+                })
+                .await;
+            }
+            just_delivered = false;
             match sent {
                 Ok(()) => debug!("heartbeat sent"),
                 Err(SfnError::TaskGone(kind)) => return kind,
                 Err(e) => warn!(error = %e, "heartbeat failed; trying again at the next interval"),
             }
         }
+    }
+
+    /// One heartbeat, retried through throttling and network trouble within `interval`.
+    async fn heartbeat_within(&self, interval: Duration) -> Result<(), SfnError> {
+        Policy::backoff(Duration::from_millis(500), interval)
+            .within(interval)
+            .run(
+                || self.heartbeat(),
+                |e| !matches!(e, SfnError::TaskGone(_)),
+                |e, d| warn!(error = %e, retry_in = ?d, "heartbeat failed"),
+            )
+            .await
     }
 
     /// Heartbeats against the batch. When Step Functions closes the task or the worker is

@@ -46,6 +46,9 @@ pub struct SfnState {
     pub refuse: VecDeque<SfnError>,
     /// Until then every call fails like a network error.
     pub down_until: Option<Instant>,
+    /// Until then heartbeats answer `InvalidToken`, as LocalStack does for a token it has just
+    /// handed out.
+    pub unknown_until: Option<Instant>,
     /// When each heartbeat and report call came, answered or not.
     pub calls: Vec<Instant>,
 }
@@ -93,6 +96,13 @@ impl Tasks for FakeSfn {
     async fn heartbeat(&self, _: &TaskToken) -> Result<(), SfnError> {
         self.state().calls.push(Instant::now());
         self.check()?;
+        if self
+            .state()
+            .unknown_until
+            .is_some_and(|t| Instant::now() < t)
+        {
+            return Err(SfnError::TaskGone("InvalidToken".into()));
+        }
         self.state().heartbeats.push(Instant::now());
         Ok(())
     }

@@ -19,7 +19,7 @@ use spark_activity_worker::livy::CreateBatch;
 use spark_activity_worker::policy::Policy;
 use spark_activity_worker::request::Rules;
 use spark_activity_worker::sfn::{SfnError, Task, TaskToken, Tasks};
-use spark_activity_worker::supervisor::{Context, InFlight, Settings};
+use spark_activity_worker::supervisor::{CONFIRM_GONE, Context, InFlight, Settings};
 use spark_activity_worker::task;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
@@ -262,6 +262,29 @@ async fn a_delivered_task_is_posted_while_its_first_heartbeat_is_still_being_ret
         !r.sfn.state().heartbeats.is_empty()
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivered_task_whose_first_heartbeat_is_called_gone_is_asked_again_and_runs_on() {
+    let r = rig("hb-unknown", timing());
+    // LocalStack answers `InvalidToken` to a heartbeat sent within milliseconds of the delivery.
+    r.sfn.state().unknown_until = Some(r.start + Duration::from_millis(20));
+    let h = r.deliver(input());
+    r.until("a heartbeat", Duration::from_secs(5), |r| {
+        !r.sfn.state().heartbeats.is_empty()
+    })
+    .await;
+    let first = r.sfn.state().heartbeats[0] - r.start;
+    assert!(
+        first >= CONFIRM_GONE && first < CONFIRM_GONE + Duration::from_secs(1),
+        "asked again after {CONFIRM_GONE:?}: {first:?}"
+    );
+    assert_eq!(r.livy.posts(), 1);
+    assert!(r.livy.state().deletes.is_empty(), "the batch is not killed");
+    r.end("success", "FINISHED", "SUCCEEDED");
+    let out = output(&r.report(Duration::from_secs(30)).await);
+    assert_eq!(out["name"], "etl");
+    h.await.expect("supervisor");
 }
 
 #[tokio::test(start_paused = true)]
