@@ -28,8 +28,8 @@ use crate::metrics;
 
 const FORMAT_VERSION: u32 = 1;
 
-/// How many writes may wait on the disk at once: half the runtime's blocking threads (16), so
-/// that new entries' writes and name lookups always find one.
+/// How many writes may wait on the disk at once. The runtime has twice as many blocking threads,
+/// so that new entries' writes and name lookups always find one.
 pub const FLUSHES_AT_ONCE: usize = 8;
 
 /// One in-flight task. It holds the task token: the directory is private to the worker's user.
@@ -341,7 +341,7 @@ impl Journal {
         Ok(entries)
     }
 
-    /// Writes (or replaces) an entry atomically and durably (see `write_atomic`).
+    /// Writes (or replaces) an entry atomically and durably (see `Journal::write_file`).
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
         self.put_bytes(key, bytes, false).await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 use spark_activity_worker::config::{BadConfig, Cli, Command, RunArgs, SubmitArgs, one_line};
-use spark_activity_worker::journal::Journal;
+use spark_activity_worker::journal::{self, Journal};
 use spark_activity_worker::{daemon, shutdown, status, submit, telemetry, validate};
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +41,9 @@ fn bad(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Threads for blocking work (journal writes, name lookups); at most half of them wait on the
-/// disk (`journal::FLUSHES_AT_ONCE`).
-const BLOCKING_THREADS: usize = 16;
+/// Threads for blocking work (journal writes, name lookups): 16, of which at most half wait on
+/// the disk.
+const BLOCKING_THREADS: usize = 2 * journal::FLUSHES_AT_ONCE;
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -29,7 +29,7 @@ use crate::sfn::{SfnError, TaskToken, Tasks};
 use crate::yarn::ResourceManager;
 
 /// How long after a "gone" answer to its first heartbeat a task delivered a moment ago is asked
-/// again; see [`Supervisor::heartbeats`].
+/// again; see `Supervisor::heartbeats`.
 pub const CONFIRM_GONE: Duration = Duration::from_secs(1);
 
 /// Settings every supervisor shares.
