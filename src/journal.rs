@@ -343,26 +343,42 @@ impl Journal {
 
     /// Writes (or replaces) an entry atomically and durably (see `Journal::write_file`).
     pub async fn put(&self, key: &str, entry: &Entry) -> io::Result<()> {
-        let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
-        self.put_bytes(key, bytes, false).await
+        self.put_with(key, || serde_json::to_vec(entry), false)
+            .await
     }
 
-    /// Writes (or replaces) an entry already serialised. A task's first write returns as soon
-    /// as its file is in place, safe from a process kill; its two flushes go on behind, and a
-    /// failure there marks the journal unwritable like any other. A delivered task's POST thus
+    /// Writes (or replaces) an entry, serialised by `bytes`. A task's first write returns as
+    /// soon as its file is in place, safe from a process kill; its two flushes go on behind, and
+    /// a failure there marks the journal unwritable like any other. A delivered task's POST thus
     /// waits for a rename, not for the disk. Every other write takes one of the flushing slots
-    /// for its whole course and returns once on disk.
-    async fn put_bytes(&self, key: &str, bytes: Vec<u8>, first: bool) -> io::Result<()> {
+    /// for its whole course and returns once on disk; it is serialised only once it has its
+    /// slot, so that thousands of tasks changing state at one tick wait for the disk without a
+    /// copy of their entry each.
+    async fn put_with(
+        &self,
+        key: &str,
+        bytes: impl FnOnce() -> serde_json::Result<Vec<u8>>,
+        first: bool,
+    ) -> io::Result<()> {
         let path = self.path(key);
         if !first {
-            return self
-                .flushing(move |j| {
-                    crate::failpoint::io("journal-write")?;
-                    let unflushed = j.write_file(&path, &bytes)?;
-                    j.flush(unflushed)
-                })
-                .await;
+            let slot = self.slot().await;
+            let result = match slot {
+                Ok(slot) => {
+                    let bytes = bytes().map_err(io::Error::other)?;
+                    self.on_slot(slot, move |j| {
+                        crate::failpoint::io("journal-write")?;
+                        let unflushed = j.write_file(&path, &bytes)?;
+                        j.flush(unflushed)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            self.note_write(&result);
+            return result;
         }
+        let bytes = bytes().map_err(io::Error::other)?;
         let journal = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             crate::failpoint::io("journal-write")?;
@@ -413,22 +429,38 @@ impl Journal {
     ) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let journal = self.clone();
         async move {
-            let result = match journal.flushes.clone().acquire_owned().await {
-                Ok(slot) => {
-                    let j = journal.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _slot = slot;
-                        flush(&j)
-                    })
-                    .await
-                    .map_err(io::Error::other)
-                    .and_then(|r| r)
-                }
-                Err(closed) => Err(io::Error::other(closed)),
+            let result = match journal.slot().await {
+                Ok(slot) => journal.on_slot(slot, flush).await,
+                Err(e) => Err(e),
             };
             journal.note_write(&result);
             result
         }
+    }
+
+    /// One of the flushing slots, once free.
+    async fn slot(&self) -> io::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.flushes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)
+    }
+
+    /// Runs `flush` on a blocking thread, holding `slot` until it is done.
+    async fn on_slot(
+        &self,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        flush: impl FnOnce(&Journal) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        let j = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            flush(&j)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
     }
 
     /// Writes `bytes` for `path`, atomically; [`Journal::flush`] makes it durable. Replacing an
@@ -567,9 +599,15 @@ impl Record {
             return Ok(());
         };
         let _serial = self.writes.lock().await;
-        // Serialised now, not cloned: thousands of tasks may wait for the disk at once.
-        let bytes = self.read(serde_json::to_vec).map_err(io::Error::other)?;
-        let result = journal.put_bytes(&self.key, bytes, !self.is_saved()).await;
+        // Serialised once the write's turn comes, as it then stands: thousands of tasks may
+        // wait for the disk at once.
+        let result = journal
+            .put_with(
+                &self.key,
+                || self.read(serde_json::to_vec),
+                !self.is_saved(),
+            )
+            .await;
         if result.is_ok() {
             self.saved.store(true, std::sync::atomic::Ordering::Release);
         }
