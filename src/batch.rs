@@ -951,20 +951,19 @@ impl From<String> for PostError {
 struct Outage {
     since: Option<Instant>,
     limit: Duration,
-    delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
+    /// The waits between tries of this outage; made when the first is needed (every resting
+    /// task holds an `Outage`, few are ever in one).
+    delays: Option<Box<dyn Iterator<Item = Duration> + Send + Sync>>,
     first_delay: Duration,
 }
 
 impl Outage {
     fn new(timing: Timing) -> Self {
-        let first_delay = timing.sync_interval;
         Outage {
             since: None,
             limit: timing.livy_outage_limit,
-            delays: Box::new(
-                Policy::backoff(first_delay, OUTAGE_MAX_DELAY.max(first_delay)).delays(),
-            ),
-            first_delay,
+            delays: None,
+            first_delay: timing.sync_interval,
         }
     }
 
@@ -987,14 +986,18 @@ impl Outage {
     fn recovered(&mut self) {
         if self.since.take().is_some() {
             info!("livy answers again");
-            self.delays = Box::new(
-                Policy::backoff(self.first_delay, OUTAGE_MAX_DELAY.max(self.first_delay)).delays(),
-            );
         }
+        self.delays = None;
     }
 
     fn delay(&mut self) -> Duration {
-        self.delays.next().unwrap_or(OUTAGE_MAX_DELAY)
+        let first = self.first_delay;
+        self.delays
+            .get_or_insert_with(|| {
+                Box::new(Policy::backoff(first, OUTAGE_MAX_DELAY.max(first)).delays())
+            })
+            .next()
+            .unwrap_or(OUTAGE_MAX_DELAY)
     }
 }
 

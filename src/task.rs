@@ -24,16 +24,32 @@ use crate::supervisor::{Context, Reporter, Supervisor, panic_message};
 use crate::yarn::ResourceManager;
 
 /// Supervises a newly delivered task to its single report. Never panics.
-pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
+///
+/// The delivery is taken in a box of its own, freed once the supervisor runs: a task rests for
+/// nearly all its life in [`Supervisor::run`], and its future is then no larger than that (the
+/// input, up to 256 KiB, is dropped as soon as it is read).
+pub fn delivered(
+    ctx: Arc<Context>,
+    activity: Arc<str>,
+    task: Task,
+) -> impl Future<Output = ()> + Send {
+    let span = task_span(&activity, &task.token.short_hash());
+    let admitted = Box::pin(admit(ctx, activity, task).instrument(span.clone()));
+    async move {
+        if let Some(supervisor) = admitted.await {
+            supervisor.run().instrument(span).await;
+        }
+    }
+}
+
+/// A delivered task, validated and journaled: its supervisor, or `None` once a task that cannot
+/// run has had its report.
+async fn admit(ctx: Arc<Context>, activity: Arc<str>, task: Task) -> Option<Box<Supervisor>> {
     let key = task.token.short_hash();
-    // The input is read once, then dropped: the task's future would otherwise keep it (up to
-    // 256 KiB) for the task's whole life.
-    let mut task = Some(task);
     let label: Arc<str> = metrics::activity_label(&activity).into();
     counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
     let delivered_at = Instant::now();
-    async {
-        let Some(task) = task.take() else { return };
+    {
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token: task.token.clone(),
@@ -56,7 +72,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
                     }
                 }
                 Box::pin(reporter.deliver(&Outcome::Failure(failure))).await;
-                return;
+                return None;
             }
             Err(panic) => {
                 let msg = panic_message(panic.as_ref());
@@ -66,7 +82,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
                     format!("spark-activity-worker bug: panicked reading the task input: {msg}"),
                 );
                 Box::pin(reporter.deliver(&Outcome::Failure(failure))).await;
-                return;
+                return None;
             }
         };
         info!("task received");
@@ -81,7 +97,7 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
         // Journaled before anything else: from here on a restarted worker resumes the task. A
         // failed write is retried before the POST (the batch waits for it).
         let _ = Box::pin(record.save()).await;
-        Box::new(Supervisor {
+        Some(Box::new(Supervisor {
             ctx: ctx.clone(),
             reporter: Reporter {
                 record: Some(record.clone()),
@@ -91,21 +107,32 @@ pub async fn delivered(ctx: Arc<Context>, activity: Arc<str>, task: Task) {
             batch,
             resumed: false,
             pending: None,
-        })
-        .run()
-        .await;
+        }))
     }
-    .instrument(task_span(&activity, &key))
-    .await;
 }
 
 /// Resumes a task from the journal after a restart: deliver its pending report, or find its
-/// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it. The
-/// entry comes boxed: a task's future keeps its arguments for its whole life.
-pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
+/// batch (by name at Livy, by tag in YARN) and follow it, or submit it if neither has it. As
+/// with a delivery, the entry is read in a box of its own, freed once the supervisor runs.
+pub fn resumed(
+    ctx: Arc<Context>,
+    key: String,
+    entry: Box<Entry>,
+) -> impl Future<Output = ()> + Send {
+    let span = task_span(&entry.activity_arn, &key);
+    let readmitted = Box::pin(readmit(ctx, key, entry).instrument(span.clone()));
+    async move {
+        if let Some(supervisor) = readmitted.await {
+            supervisor.run().instrument(span).await;
+        }
+    }
+}
+
+/// A journal entry made a supervisor again, or `None` once one that cannot be resumed has had
+/// its report.
+async fn readmit(ctx: Arc<Context>, key: String, entry: Box<Entry>) -> Option<Box<Supervisor>> {
     let activity = entry.activity_arn.clone();
-    let span = task_span(&activity, &key);
-    async {
+    {
         let token = TaskToken::new(entry.task_token.clone());
         let since = entry
             .created_at
@@ -132,14 +159,17 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
                 error!(error = %e, "journal entry has a bad Livy URL");
                 let f = Failure::new(
                     ErrorName::Unknown,
-                    format!("the journal entry of batch {} has a bad Livy URL ({e}); whether it runs is unknown", entry.batch_name),
+                    format!(
+                        "the journal entry of batch {} has a bad Livy URL ({e}); whether it runs is unknown",
+                        entry.batch_name
+                    ),
                 );
                 metrics::resumed("bad_entry");
                 Box::pin(reporter.deliver(&Outcome::Failure(f))).await;
                 Record::new(ctx.journal.clone(), key, *entry, true)
                     .forget()
                     .await;
-                return;
+                return None;
             }
         };
         let span = tracing::Span::current();
@@ -155,12 +185,14 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
                 metrics::resumed("report");
                 info!("resuming: delivering the journaled report");
             }
-            None => info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal"),
+            None => {
+                info!(batch_id = ?entry.batch_id, batch_name = %entry.batch_name, "resuming task from the journal")
+            }
         }
         let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &base);
         let record = Arc::new(Record::new(ctx.journal.clone(), key, *entry, true));
         let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
-        Box::new(Supervisor {
+        Some(Box::new(Supervisor {
             ctx: ctx.clone(),
             reporter: Reporter {
                 record: Some(record.clone()),
@@ -170,12 +202,8 @@ pub async fn resumed(ctx: Arc<Context>, key: String, entry: Box<Entry>) {
             batch,
             resumed: true,
             pending,
-        })
-        .run()
-        .await;
+        }))
     }
-    .instrument(span)
-    .await;
 }
 
 /// Fails a task without running it: it arrived while the worker was shutting down.
