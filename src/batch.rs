@@ -235,10 +235,10 @@ pub struct Batch {
     livy: Arc<dyn Livy>,
     yarn: Arc<dyn ResourceManager>,
     record: Arc<Record>,
-    timing: Timing,
-    /// The batch's name; the request itself is read from the journal entry when it is posted.
-    name: String,
-    tag: String,
+    timing: Arc<Timing>,
+    /// The batch's name (the journal entry's); the request itself is read from the entry when
+    /// it is posted.
+    name: Arc<str>,
     /// Came from the journal: the batch may exist already, so it is looked up before any POST.
     resumed: bool,
     /// When the task was delivered, and its activity's name: taken by the first POST, for the
@@ -251,18 +251,16 @@ impl Batch {
         livy: Arc<dyn Livy>,
         yarn: Arc<dyn ResourceManager>,
         record: Arc<Record>,
-        timing: Timing,
+        timing: Arc<Timing>,
         resumed: bool,
     ) -> Self {
         let name = record.read(|e| e.batch_name.clone());
-        let tag = tag_for(record.key());
         Batch {
             livy,
             yarn,
             record,
             timing,
             name,
-            tag,
             resumed,
             delivered: std::sync::Mutex::new(None),
         }
@@ -281,6 +279,12 @@ impl Batch {
         &self.name
     }
 
+    /// The YARN tag of the task's application (made when needed: it is read only to find the
+    /// application in YARN).
+    fn tag(&self) -> String {
+        tag_for(self.record.key())
+    }
+
     pub fn livy(&self) -> &Arc<dyn Livy> {
         &self.livy
     }
@@ -295,7 +299,7 @@ impl Batch {
             app_id: e.app_id.clone(),
             ..Seen::default()
         });
-        let mut outage = Outage::new(self.timing);
+        let mut outage = Outage::new(&self.timing);
         let mut step = if seen.id.is_some() {
             if self.resumed {
                 metrics::resumed("followed");
@@ -482,13 +486,13 @@ impl Batch {
 
     /// The application that speaks for the task in YARN (by its tag), if any.
     async fn yarn_app(&self) -> Result<Option<App>, YarnError> {
-        self.yarn.apps_by_tag(&self.tag).await.map(yarn::pick)
+        self.yarn.apps_by_tag(&self.tag()).await.map(yarn::pick)
     }
 
     /// Livy does not hold the batch but YARN has its application: follow it there.
     fn lost_by_livy(&self, app: App, seen: &mut Seen) -> Step {
         info!(
-            application = %app.id, tag = %self.tag,
+            application = %app.id, tag = %self.tag(),
             "livy has no batch of this task's name; following its application in YARN"
         );
         seen.app_id = Some(app.id);
@@ -525,7 +529,7 @@ impl Batch {
                     return match purpose {
                         Purpose::AfterWindow(summary) => Step::end(Ended::NotSubmitted(format!(
                             "{summary}; Livy has no batch of that name and YARN no application tagged {}: it was never created",
-                            self.tag
+                            self.tag()
                         ))),
                         Purpose::Resume => self.resume_unfound(),
                     };
@@ -574,7 +578,7 @@ impl Batch {
                         ),
                         None => "at a time later than this clock's now".to_owned(),
                     },
-                    self.tag
+                    self.tag()
                 )))
             }
         }
@@ -666,7 +670,7 @@ impl Batch {
 
     fn livy_forgot(&self, seen: &Seen) -> Step {
         info!(
-            last_state = seen.state_str(), tag = %self.tag,
+            last_state = seen.state_str(), tag = %self.tag(),
             "livy no longer has this batch; asking YARN for its application"
         );
         Step::FollowYarn
@@ -757,7 +761,7 @@ impl Batch {
                             self.name(),
                             seen.id.map(|i| format!("id {i}, ")).unwrap_or_default(),
                             seen.state_str(),
-                            self.tag
+                            self.tag()
                         )));
                     }
                     debug!("no YARN application yet; the batch may still be reaching YARN");
@@ -863,7 +867,7 @@ impl Batch {
                 false
             }
         };
-        let yarn_clear = match self.yarn.apps_by_tag(&self.tag).await {
+        let yarn_clear = match self.yarn.apps_by_tag(&self.tag()).await {
             Ok(apps) => {
                 let mut clear = true;
                 for app in apps.into_iter().filter(|a| !a.is_final()) {
@@ -878,7 +882,10 @@ impl Batch {
                 clear
             }
             Err(e) => {
-                notes.push(format!("YARN could not be asked for tag {}: {e}", self.tag));
+                notes.push(format!(
+                    "YARN could not be asked for tag {}: {e}",
+                    self.tag()
+                ));
                 false
             }
         };
@@ -890,7 +897,7 @@ impl Batch {
         if confirmed {
             info!(kill = %summary, "nothing of this task runs any more");
         } else {
-            tracing::error!(kill = %summary, tag = %self.tag, "could not confirm this task's application was killed; it may still run");
+            tracing::error!(kill = %summary, tag = %self.tag(), "could not confirm this task's application was killed; it may still run");
         }
         Kill { confirmed, summary }
     }
@@ -958,7 +965,7 @@ struct Outage {
 }
 
 impl Outage {
-    fn new(timing: Timing) -> Self {
+    fn new(timing: &Timing) -> Self {
         Outage {
             since: None,
             limit: timing.livy_outage_limit,

@@ -62,7 +62,7 @@ pub async fn run(
         settings: Settings {
             heartbeat_interval: args.heartbeat_interval,
             request: request::Rules::from_args(&args.livy, &args.policy),
-            timing: Timing::from_args(&args.timing),
+            timing: Arc::new(Timing::from_args(&args.timing)),
         },
         in_flight: InFlight::default(),
         journal: journal.clone(),

@@ -42,7 +42,8 @@ pub struct Entry {
     /// Shared by the tasks of one activity.
     pub activity_arn: Arc<str>,
     pub livy_url: String,
-    pub batch_name: String,
+    /// Shared with the task's batch.
+    pub batch_name: Arc<str>,
     /// RFC 3339; when the entry was first written (just before the first POST).
     #[serde(default)]
     pub created_at: Option<String>,
@@ -90,7 +91,7 @@ impl Entry {
             task_token,
             activity_arn,
             livy_url,
-            batch_name: request.name.clone(),
+            batch_name: request.name.as_str().into(),
             created_at: Some(
                 humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             ),
@@ -185,7 +186,8 @@ pub struct StateDirError {
 /// The journal directory, locked by this process.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    dir: PathBuf,
+    /// Shared: every task's record holds a clone.
+    dir: Arc<Path>,
     /// Held open for the life of the process: the lock goes with the last clone.
     _lock: Arc<File>,
     writable: Arc<watch::Sender<bool>>,
@@ -237,7 +239,7 @@ impl Journal {
             .and_then(|()| write!(lock, "{}", std::process::id()))
             .map_err(err)?;
         let journal = Journal {
-            dir: dir.to_owned(),
+            dir: dir.into(),
             _lock: Arc::new(lock),
             writable: Arc::new(watch::channel(true).0),
             flushes: Arc::new(tokio::sync::Semaphore::new(FLUSHES_AT_ONCE)),
@@ -301,7 +303,7 @@ impl Journal {
     /// Every readable entry with its key. Unreadable ones are logged and set aside.
     pub fn load(&self) -> Result<Vec<(String, Entry)>, StateDirError> {
         let err = |source| StateDirError {
-            path: self.dir.clone(),
+            path: self.dir.to_path_buf(),
             source,
         };
         let mut entries = Vec::new();

@@ -8,6 +8,8 @@
 //! Names follow Prometheus conventions with the program's name as the prefix; the slot gauges
 //! mirror Temporal's `worker_task_slots_available`/`_used`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{
@@ -189,6 +191,20 @@ pub fn describe() {
 /// The activity label: the name at the end of the ARN.
 pub fn activity_label(arn: &str) -> &str {
     arn.rsplit(':').next().unwrap_or(arn)
+}
+
+/// The activity label, one copy per activity shared by its tasks (each keeps it for its whole
+/// life, and thousands are held at once).
+pub fn shared_activity_label(arn: &str) -> Arc<str> {
+    static LABELS: LazyLock<Mutex<HashMap<String, Arc<str>>>> = LazyLock::new(Mutex::default);
+    let label = activity_label(arn);
+    let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = labels.get(label) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = label.into();
+    labels.insert(label.to_owned(), shared.clone());
+    shared
 }
 
 /// One Livy request: its route template (never the batch name), its status, its latency.

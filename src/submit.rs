@@ -77,7 +77,7 @@ pub async fn run(args: SubmitArgs, interrupt: CancellationToken) -> Result<Exit,
         livy,
         yarn,
         record.clone(),
-        Timing::from_args(&args.timing),
+        Arc::new(Timing::from_args(&args.timing)),
         false,
     );
     let mut progress = Progress::new(std::io::stderr().is_terminal());

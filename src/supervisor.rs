@@ -4,7 +4,9 @@
 //! What the batch does is [`crate::batch`]'s business; what the report says is
 //! [`crate::outcome`]'s; where a task comes from is [`crate::task`]'s.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
@@ -38,7 +40,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// What task input may ask for, and where it may send it.
     pub request: request::Rules,
-    pub timing: batch::Timing,
+    /// Shared by every task's batch.
+    pub timing: Arc<batch::Timing>,
 }
 
 /// What supervisors need: the clients, settings, the journal, and the shutdown switches.
@@ -60,7 +63,31 @@ pub struct Context {
 
 /// The tasks being supervised, for the shutdown log ("leaving batch 7 running").
 #[derive(Debug, Default)]
-pub struct InFlight(Mutex<HashMap<String, Arc<Record>>>);
+pub struct InFlight(Mutex<HashSet<ByKey>>);
+
+/// A task's record in [`InFlight`], found by its key (which it holds: no copy of it is kept).
+#[derive(Debug)]
+struct ByKey(Arc<Record>);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for ByKey {}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state);
+    }
+}
+
+impl Borrow<str> for ByKey {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
+}
 
 /// One supervised task as the shutdown log shows it.
 #[derive(Debug, Clone)]
@@ -75,8 +102,8 @@ pub struct Running {
 
 impl InFlight {
     fn insert(&self, record: Arc<Record>) {
-        if let Ok(mut map) = self.0.lock() {
-            map.insert(record.key().to_owned(), record);
+        if let Ok(mut set) = self.0.lock() {
+            set.replace(ByKey(record));
         }
     }
 
@@ -90,7 +117,7 @@ impl InFlight {
     fn records(&self) -> Vec<Arc<Record>> {
         self.0
             .lock()
-            .map(|m| m.values().cloned().collect())
+            .map(|set| set.iter().map(|r| r.0.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -117,7 +144,7 @@ impl InFlight {
             .map(|r| {
                 let running = r.read(|e| Running {
                     activity: e.activity_arn.clone(),
-                    batch_name: e.batch_name.clone(),
+                    batch_name: e.batch_name.to_string(),
                     batch_id: e.batch_id,
                     livy_url: e.livy_url.clone(),
                     last_state: e.last_state.clone(),

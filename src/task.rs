@@ -46,7 +46,7 @@ pub fn delivered(
 /// run has had its report.
 async fn admit(ctx: Arc<Context>, activity: Arc<str>, task: Task) -> Option<Box<Supervisor>> {
     let key = task.token.short_hash();
-    let label: Arc<str> = metrics::activity_label(&activity).into();
+    let label = metrics::shared_activity_label(&activity);
     counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
     let delivered_at = Instant::now();
     {
@@ -90,8 +90,14 @@ async fn admit(ctx: Arc<Context>, activity: Arc<str>, task: Task) -> Option<Box<
         let (record, batch) = {
             let (entry, livy, yarn) = *ready;
             let record = Arc::new(Record::new(ctx.journal.clone(), key.clone(), entry, false));
-            let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, false)
-                .delivered_at(delivered_at, label.clone());
+            let batch = Batch::new(
+                livy,
+                yarn,
+                record.clone(),
+                ctx.settings.timing.clone(),
+                false,
+            )
+            .delivered_at(delivered_at, label.clone());
             (record, batch)
         };
         // Journaled before anything else: from here on a restarted worker resumes the task. A
@@ -142,7 +148,7 @@ async fn readmit(ctx: Arc<Context>, key: String, entry: Box<Entry>) -> Option<Bo
         let reporter = Reporter {
             sfn: ctx.sfn.clone(),
             token,
-            activity: metrics::activity_label(&activity).into(),
+            activity: metrics::shared_activity_label(&activity),
             since,
             record: None,
         };
@@ -173,7 +179,7 @@ async fn readmit(ctx: Arc<Context>, key: String, entry: Box<Entry>) -> Option<Bo
             }
         };
         let span = tracing::Span::current();
-        span.record("batch_name", entry.batch_name.as_str());
+        span.record("batch_name", &*entry.batch_name);
         if let Some(id) = entry.batch_id {
             span.record("batch_id", id);
         }
@@ -191,7 +197,13 @@ async fn readmit(ctx: Arc<Context>, key: String, entry: Box<Entry>) -> Option<Bo
         }
         let (livy, yarn) = connect::for_url(&ctx.livy, &ctx.yarn, &base);
         let record = Arc::new(Record::new(ctx.journal.clone(), key, *entry, true));
-        let batch = Batch::new(livy, yarn, record.clone(), ctx.settings.timing, true);
+        let batch = Batch::new(
+            livy,
+            yarn,
+            record.clone(),
+            ctx.settings.timing.clone(),
+            true,
+        );
         Some(Box::new(Supervisor {
             ctx: ctx.clone(),
             reporter: Reporter {
@@ -216,7 +228,7 @@ pub async fn refuse(ctx: &Context, activity: &str, task: &Task) {
     Reporter {
         sfn: ctx.sfn.clone(),
         token: task.token.clone(),
-        activity: metrics::activity_label(activity).into(),
+        activity: metrics::shared_activity_label(activity),
         since: SystemTime::now(),
         record: None,
     }

@@ -86,7 +86,7 @@ fn rig_with(
                 }],
                 policy: Policy::default(),
             },
-            timing,
+            timing: timing.into(),
         },
         in_flight: InFlight::default(),
         journal: journal.clone(),
@@ -316,7 +316,7 @@ async fn resumed_tasks_heartbeat_at_once_then_spread_over_an_interval() {
         // Submitted before the restart: Livy holds it, running.
         r.livy.state().held.push(fakes::Held {
             id: i,
-            name: Some(entry.batch_name.clone()),
+            name: Some(entry.batch_name.to_string()),
             state: "running".into(),
             app_id: None,
         });
@@ -560,7 +560,7 @@ async fn an_old_entry_is_looked_up_by_name_before_the_retention_rule() {
     entry.created_at = Some(rfc3339_ago(Duration::from_secs(20 * 60)));
     r.livy.state().held.push(fakes::Held {
         id: 4,
-        name: Some(entry.batch_name.clone()),
+        name: Some(entry.batch_name.to_string()),
         state: "running".into(),
         app_id: None,
     });
@@ -584,7 +584,7 @@ async fn credentials_in_an_older_journal_entrys_url_are_never_used_or_reported()
     entry.livy_url = with_creds.to_string();
     r.livy.state().held.push(fakes::Held {
         id: 7,
-        name: Some(entry.batch_name.clone()),
+        name: Some(entry.batch_name.to_string()),
         state: "success".into(),
         app_id: None,
     });
