@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ::metrics::gauge;
+use futures::FutureExt;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,12 +114,9 @@ pub async fn run(
     for (key, entry) in entries {
         // Resumed tasks take slots too; more journaled tasks than slots still all resume.
         let permit = slots.clone().try_acquire_owned().ok();
-        let ctx = ctx.clone();
-        let entry = Box::new(entry);
-        tasks.spawn(async move {
-            task::resumed(ctx, key, entry).await;
-            drop(permit);
-        });
+        // As the pollers spawn a delivery: the permit is held by a `map`, not an async block.
+        let supervised = task::resumed(ctx.clone(), key, Box::new(entry));
+        tasks.spawn(supervised.map(move |()| drop(permit)));
     }
     if resumed > 0 {
         info!(tasks = resumed, "resuming tasks from the journal");

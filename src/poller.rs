@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::metrics::{counter, gauge};
+use futures::FutureExt;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -137,12 +138,10 @@ impl Poller {
                         drop(permit);
                         return;
                     }
-                    let ctx = self.ctx.clone();
-                    let activity = self.activity.clone();
-                    self.tasks.spawn(async move {
-                        task::delivered(ctx, activity, task).await;
-                        drop(permit);
-                    });
+                    // The permit is held by a `map` around the supervisor's future: an async
+                    // block awaiting that future would keep room for it twice.
+                    let supervised = task::delivered(self.ctx.clone(), self.activity.clone(), task);
+                    self.tasks.spawn(supervised.map(move |()| drop(permit)));
                 }
                 Ok(None) => {
                     errors = errors_policy.delays();

@@ -454,7 +454,9 @@ impl Supervisor {
         &self,
         mut heartbeats: std::pin::Pin<&mut impl Future<Output = String>>,
     ) -> Outcome {
-        let stop = CancellationToken::new();
+        // A decommission stops every batch through its own token: one wait fewer in each of
+        // thousands of resting tasks.
+        let stop = self.ctx.kill.child_token();
         let mut drive = pin!(AssertUnwindSafe(self.batch.drive(&stop)).catch_unwind());
         let mut reason: Option<StopReason> = None;
         // The end is read in a box of its own, built in this block, so that the resting task
@@ -464,10 +466,6 @@ impl Supervisor {
                 tokio::select! {
                     biased;
                     () = self.ctx.detach.cancelled() => return Outcome::Detached,
-                    () = self.ctx.kill.cancelled(), if reason.is_none() => {
-                        reason = Some(StopReason::Decommissioned);
-                        stop.cancel();
-                    }
                     gone = heartbeats.as_mut(), if reason.is_none() => {
                         info!(reason = %gone, "step functions closed the task; killing its batch");
                         reason = Some(StopReason::Gone(gone));
@@ -476,6 +474,9 @@ impl Supervisor {
                     ended = drive.as_mut() => break ended,
                 }
             };
+            if reason.is_none() && self.ctx.kill.is_cancelled() {
+                reason = Some(StopReason::Decommissioned);
+            }
             Box::pin(self.conclude(ended, reason))
         };
         concluded.await
