@@ -6,6 +6,7 @@
 //! tick answers all of them, and Livy's load does not grow with the batches in flight. A batch
 //! missing from the listing is read by name, which keeps the name and 404 rules exact.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -258,7 +259,57 @@ struct Listing {
     /// When the listing was asked for, and when it came; `None` before the first.
     asked: Option<Instant>,
     done: Option<Instant>,
-    by_name: HashMap<String, Batch>,
+    by_name: HashMap<Box<str>, Listed>,
+}
+
+/// A batch as a listing keeps it until the next tick: a listing holds every batch of its
+/// server, thousands at once, so a state Livy names is not a string of its own.
+#[derive(Debug)]
+struct Listed {
+    id: i64,
+    state: Cow<'static, str>,
+    app_id: Option<Box<str>>,
+    app_info: Option<AppInfo>,
+}
+
+/// Every state a Livy batch (or session) can be in.
+const LIVY_STATES: [&str; 11] = [
+    "not_started",
+    "starting",
+    "recovering",
+    "idle",
+    "running",
+    "busy",
+    "shutting_down",
+    "error",
+    "dead",
+    "killed",
+    "success",
+];
+
+impl Listed {
+    fn new(b: Batch) -> Self {
+        let state = match LIVY_STATES.iter().find(|s| **s == b.state) {
+            Some(known) => Cow::Borrowed(*known),
+            None => Cow::Owned(b.state),
+        };
+        Listed {
+            id: b.id,
+            state,
+            app_id: b.app_id.map(String::into_boxed_str),
+            app_info: b.app_info,
+        }
+    }
+
+    fn batch(&self, name: &str) -> Batch {
+        Batch {
+            id: self.id,
+            name: Some(name.to_owned()),
+            state: self.state.clone().into_owned(),
+            app_id: self.app_id.as_deref().map(str::to_owned),
+            app_info: self.app_info.clone(),
+        }
+    }
 }
 
 /// The listings of every Livy server a client and its clones (`at`) talk to.
@@ -339,7 +390,7 @@ impl LivyClient {
 
     /// Every batch the server holds, by name (taken out of the batch, which [`Self::listed`]
     /// puts back). Batches without a name are not anyone's here.
-    async fn list_all(&self) -> Result<HashMap<String, Batch>, LivyError> {
+    async fn list_all(&self) -> Result<HashMap<Box<str>, Listed>, LivyError> {
         let mut by_name = HashMap::new();
         self.list_every(|page, total| {
             if by_name.is_empty() {
@@ -347,7 +398,7 @@ impl LivyClient {
             }
             by_name.extend(
                 page.into_iter()
-                    .filter_map(|mut b| b.name.take().map(|n| (n, b))),
+                    .filter_map(|mut b| b.name.take().map(|n| (n.into(), Listed::new(b)))),
             );
         })
         .await?;
@@ -379,10 +430,7 @@ impl LivyClient {
             listing.asked = Some(asked);
             listing.done = Some(Instant::now());
         }
-        listing.by_name.get_key_value(name).map(|(name, b)| Batch {
-            name: Some(name.clone()),
-            ..b.clone()
-        })
+        listing.by_name.get(name).map(|b| b.batch(name))
     }
 
     /// `GET /batches/{name}`.
@@ -566,6 +614,35 @@ pub fn error_message(body: &str) -> String {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn a_listed_batch_reads_back_as_it_came_with_a_known_state_held_once() {
+        for state in ["running", "a_state_of_a_later_livy"] {
+            let listed = Listed::new(Batch {
+                id: 7,
+                name: None,
+                state: state.to_owned(),
+                app_id: Some("application_1_0001".to_owned()),
+                app_info: Some(AppInfo {
+                    driver_log_url: Some("http://node:8042/log".to_owned()),
+                    spark_ui_url: None,
+                }),
+            });
+            assert_eq!(
+                matches!(listed.state, Cow::Borrowed(_)),
+                state == "running",
+                "{state}"
+            );
+            let back = listed.batch("etl-1");
+            assert_eq!(back.id, 7);
+            assert_eq!(back.name.as_deref(), Some("etl-1"));
+            assert_eq!(back.state, state);
+            assert_eq!(back.app_id.as_deref(), Some("application_1_0001"));
+            let info = back.app_info.expect("app info");
+            assert_eq!(info.driver_log_url.as_deref(), Some("http://node:8042/log"));
+            assert_eq!(info.spark_ui_url, None);
+        }
+    }
     use crate::http::canned;
 
     fn listing_of(names: &[(&str, &str)]) -> Vec<u8> {
