@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_sfn::config::StalledStreamProtectionConfig;
 use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
@@ -185,7 +186,11 @@ impl SfnClient {
             .load()
             .await;
         let once = RetryConfig::standard().with_max_attempts(1);
+        // Stalled-stream protection watches a body's throughput with a timer of its own for
+        // every call; the attempt timeouts below bound these small calls already, and heartbeats
+        // are hundreds a second.
         let poll = aws_sdk_sfn::config::Builder::from(&shared)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .retry_config(once.clone())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -196,6 +201,7 @@ impl SfnClient {
             )
             .build();
         let calls = aws_sdk_sfn::config::Builder::from(&shared)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .retry_config(once)
             .timeout_config(
                 TimeoutConfig::builder()
