@@ -33,8 +33,18 @@ pub fn delivered(
     activity: Arc<str>,
     task: Task,
 ) -> impl Future<Output = ()> + Send {
-    let span = task_span(&activity, &task.token.short_hash());
-    let admitted = Box::pin(admit(ctx, activity, task).instrument(span.clone()));
+    let key = task.token.short_hash();
+    let span = task_span(&activity, &key);
+    supervised(span, admit(ctx, activity, task, key))
+}
+
+/// Runs `admission` in a box of its own, then the supervisor it makes, both in `span`: the
+/// spawned future keeps room for the supervisor's and nothing besides.
+fn supervised(
+    span: tracing::Span,
+    admission: impl Future<Output = Option<Box<Supervisor>>> + Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    let admitted = Box::pin(admission.instrument(span.clone()));
     async move {
         if let Some(supervisor) = admitted.await {
             supervisor.run().instrument(span).await;
@@ -44,8 +54,12 @@ pub fn delivered(
 
 /// A delivered task, validated and journaled: its supervisor, or `None` once a task that cannot
 /// run has had its report.
-async fn admit(ctx: Arc<Context>, activity: Arc<str>, task: Task) -> Option<Box<Supervisor>> {
-    let key = task.token.short_hash();
+async fn admit(
+    ctx: Arc<Context>,
+    activity: Arc<str>,
+    task: Task,
+    key: String,
+) -> Option<Box<Supervisor>> {
     let label = metrics::shared_activity_label(&activity);
     counter!(metrics::TASKS_RECEIVED, "activity" => label.to_string()).increment(1);
     let delivered_at = Instant::now();
@@ -58,7 +72,7 @@ async fn admit(ctx: Arc<Context>, activity: Arc<str>, task: Task) -> Option<Box<
             record: None,
         };
         let prepared =
-            std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task)));
+            std::panic::catch_unwind(AssertUnwindSafe(|| prepare(&ctx, &activity, &task, &key)));
         drop(task);
         let ready = match prepared {
             Ok(Ok(ready)) => ready,
@@ -126,12 +140,7 @@ pub fn resumed(
     entry: Box<Entry>,
 ) -> impl Future<Output = ()> + Send {
     let span = task_span(&entry.activity_arn, &key);
-    let readmitted = Box::pin(readmit(ctx, key, entry).instrument(span.clone()));
-    async move {
-        if let Some(supervisor) = readmitted.await {
-            supervisor.run().instrument(span).await;
-        }
-    }
+    supervised(span, readmit(ctx, key, entry))
 }
 
 /// A journal entry made a supervisor again, or `None` once one that cannot be resumed has had
@@ -254,9 +263,13 @@ type Ready = (Entry, Arc<dyn Livy>, Arc<dyn ResourceManager>);
 
 /// Input → a journal entry and the clients to run it with (boxed: the delivery's future keeps
 /// the result while it is read).
-fn prepare(ctx: &Context, activity: &Arc<str>, task: &Task) -> Result<Box<Ready>, Refused> {
-    let key = task.token.short_hash();
-    let ready = request::prepare(&ctx.settings.request, ctx.livy.base(), &task.input, &key)?;
+fn prepare(
+    ctx: &Context,
+    activity: &Arc<str>,
+    task: &Task,
+    key: &str,
+) -> Result<Box<Ready>, Refused> {
+    let ready = request::prepare(&ctx.settings.request, ctx.livy.base(), &task.input, key)?;
     if let Some(execution) = &ready.execution {
         tracing::Span::current().record("execution", execution.as_str());
     }
