@@ -2,10 +2,10 @@
 # Release check: every binary in the release folder runs on Amazon Linux 2 (glibc 2.26) and 2023,
 # on its architecture. It fails when a binary is for another architecture, needs a glibc symbol
 # newer than 2.26, needs a shared library beyond glibc's own, does not print its version (the
-# aarch64 one runs under qemu-aarch64-static), when a spark-job-resource Lambda zip holds anything
-# but one executable `bootstrap` held to the same rules that answers a request under a Lambda
-# Runtime API emulator (the arm64 one under qemu), or
-# when a file does not match its .sha256.
+# aarch64 one runs under qemu-aarch64-static), does not allocate with jemalloc as configured,
+# when a spark-job-resource Lambda zip holds anything but one executable `bootstrap` held to the
+# same rules that answers a request under a Lambda Runtime API emulator (the arm64 one under
+# qemu), or when a file does not match its .sha256.
 #   tests/release/check.sh target/dist
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,6 +34,13 @@ portable() {
 }
 glibc_versions() { readelf --dyn-syms -W "$1" | grep -oE 'GLIBC_[0-9]+(\.[0-9]+)+' | sed 's/GLIBC_//' | sort -uV; }
 
+# allocator_settings RUN... -> the settings jemalloc took in `RUN... --version`, space-separated:
+# asked through its own environment variable, it prints them (that one aside); a program without
+# it prints none.
+allocator_settings() {
+  _RJEM_MALLOC_CONF=confirm_conf:true "$@" --version 2>&1 | sed -n 's/^<jemalloc>: -- Set conf value: //p' | grep -v '^confirm_conf:' | tr '\n' ' '
+}
+
 # The check must be able to fail: a program built against this machine's glibc (2.34 or newer
 # stamps __libc_start_main with its own version) and one that links a library beyond glibc.
 probe=$(mktemp -d)
@@ -46,6 +53,12 @@ if [[ "$newer" == *"needs GLIBC_2."* ]] && [[ "$foreign" == *"needs libcurl"* ]]
   pass "the check rejects a newer glibc symbol and a library beyond glibc (self-test)"
 else
   fail "the check rejects a newer glibc symbol and a library beyond glibc (self-test)" "host-built: ${newer:-accepted}" "curl: ${foreign:-accepted}"
+fi
+# ... and the allocator's: a program on glibc's malloc (the host-built one) shows no settings.
+if [ -z "$(allocator_settings "$probe/probe")" ]; then
+  pass "the check finds no jemalloc settings in a program without jemalloc (self-test)"
+else
+  fail "the check finds no jemalloc settings in a program without jemalloc (self-test)" "$(allocator_settings "$probe/probe")"
 fi
 
 for arch in x86_64 aarch64; do
@@ -70,6 +83,13 @@ for arch in x86_64 aarch64; do
   out=$("${run[@]}" --version 2>&1)
   echo "$(basename "${run[0]}") ... --version: $out"
   if [[ "$out" == "$name $version "* ]]; then pass "$name-$arch --version runs (${run[0]##*/})"; else fail "$name-$arch --version runs (${run[0]##*/})" "$out"; fi
+  # The allocator: jemalloc with the settings of .cargo/config.toml built in.
+  conf=$(allocator_settings "${run[@]}")
+  if [[ " $conf" == *" narenas:1 "* && " $conf" == *" dirty_decay_ms:1000 "* ]]; then
+    pass "$name-$arch allocates with jemalloc: one arena, 1 s decay ($conf)"
+  else
+    fail "$name-$arch allocates with jemalloc: one arena, 1 s decay" "settings taken: ${conf:-none (not jemalloc?)}"
+  fi
 done
 
 # answers_a_request [RUNNER...] BOOTSTRAP -> prints the answer PUT to the ResponseURL; fails
