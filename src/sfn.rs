@@ -176,15 +176,7 @@ pub struct SfnClient {
 impl SfnClient {
     /// Region, credentials and endpoint come from the standard AWS chain.
     pub async fn from_env() -> Self {
-        let https = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(https)
-            .load()
-            .await;
+        let shared = shared_config().await;
         let once = RetryConfig::standard().with_max_attempts(1);
         // Stalled-stream protection watches a body's throughput with a timer of its own for
         // every call; the attempt timeouts below bound these small calls already, and heartbeats
