@@ -15,6 +15,11 @@
 //!   stand-in receives their `SendTaskSuccess` (LocalStack: until the time its history gives the
 //!   `ActivitySucceeded` event, which is when the call arrived).
 //!
+//! After the rows, the floor: a process that does nothing but send the largest row's heartbeat
+//! rate of plain HTTP/1.1 requests (hyper's client, the one under the worker's, unsigned, each
+//! as large as a heartbeat) to the stand-in, and its CPU over the same window. No worker that
+//! sends one request per heartbeat can take less on the machine.
+//!
 //! `cargo bench --bench scale -- 200 2000 10000` (the rows), `--window SECS` (default 60),
 //! `--localstack-up-to N`; `BENCH_WORKER=path` runs another build of the worker.
 //! The table goes to stdout and target/bench/scale.md.
@@ -38,6 +43,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 const HEARTBEAT: &str = "30s";
+const HEARTBEAT_SECS: f64 = 30.0;
 const SYNC: &str = "10s";
 const SYNC_SECS: f64 = 10.0;
 const BUDGET: f64 = 500.0;
@@ -628,8 +634,71 @@ async fn row(tasks: usize, window: Duration, tick: f64, localstack: Option<Strin
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The floor.
+
+/// `--floor URL RATE SECS`, the bench run by itself: `RATE` heartbeat-sized requests a second to
+/// `URL` for `SECS`, evenly spaced, over kept-alive connections, and nothing else.
+async fn floor_client(url: &str, rate: f64, secs: f64) {
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let body = Bytes::from(json!({ "taskToken": token(0) }).to_string());
+    let start = tokio::time::Instant::now();
+    for i in 0..(rate * secs) as u64 {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let request = Request::post(url)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AWSStepFunctions.SendTaskHeartbeat")
+            .body(Full::new(body.clone()))
+            .expect("request");
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Ok(r) = client.request(request).await {
+                let _ = r.into_body().collect().await;
+            }
+        });
+    }
+}
+
+/// The floor's CPU (% of a core) and the requests a second the stand-in counted, over `window`.
+async fn floor(rate: f64, window: Duration, tick: f64) -> (f64, f64) {
+    let stand_in = Arc::new(StandIn::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(serve(listener, stand_in.clone()));
+    let warm_up = Duration::from_secs(5);
+    let secs = (warm_up + window + Duration::from_secs(5)).as_secs_f64();
+    let child = Command::new(std::env::current_exe().expect("the bench"))
+        .args(["--floor", &url, &rate.to_string(), &secs.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the floor client");
+    let pid = child.id().expect("pid");
+    tokio::time::sleep(warm_up).await;
+    let (cpu0, calls0) = (usage(pid, tick).0, stand_in.total());
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, calls1) = (usage(pid, tick).0, stand_in.total());
+    drop(child);
+    (
+        100.0 * (cpu1 - cpu0) / elapsed,
+        (calls1 - calls0) as f64 / elapsed,
+    )
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--floor") {
+        let a: Vec<String> = std::env::args().skip(2).collect();
+        let number = |i: usize| {
+            a.get(i)
+                .and_then(|v| v.parse().ok())
+                .expect("--floor URL RATE SECS")
+        };
+        return floor_client(&a[0], number(1), number(2)).await;
+    }
     let mut rows: Vec<usize> = Vec::new();
     let mut window = Duration::from_secs(60);
     let mut localstack_up_to = 2_000;
@@ -663,6 +732,7 @@ async fn main() {
     let mut table = String::from(
         "| tasks in flight | Step Functions | ramp | RSS (peak) | CPU s / task-minute | % of a core | SFN calls/s (budget 500) | Livy calls/s | Livy calls / sync tick | delivery → POST p50 / p99 | Livy end → report p50 / max |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let largest = rows.iter().copied().max().unwrap_or(0);
     for n in rows {
         let localstack = std::env::var("AWS_ENDPOINT_URL")
             .ok()
@@ -688,6 +758,14 @@ async fn main() {
         eprint!("{line}");
         table.push_str(&line);
     }
+    let rate = largest as f64 / HEARTBEAT_SECS;
+    let (core, sent) = floor(rate, window, tick).await;
+    let line = format!(
+        "\nFloor: a process that only sends {sent:.1} heartbeat-sized HTTP/1.1 requests a second \
+         (the {largest} row's heartbeats; hyper, unsigned, kept-alive) to the stand-in: {core:.2} % of a core.\n"
+    );
+    eprint!("{line}");
+    table.push_str(&line);
     let out = root().join("target/bench/scale.md");
     let _ = std::fs::write(&out, &table);
     println!("{table}");

@@ -50,7 +50,9 @@ pub async fn run(
         None => None,
     };
     let livy = clients.livy.clone();
-    let client = SfnClient::from_env().await;
+    let client = SfnClient::from_env()
+        .await
+        .map_err(|e| BadConfig(format!("Step Functions: {e}")))?;
     let sfn_reachable = client.reachability();
     let budget = Budget::new(args.sfn_calls_per_second);
     let sfn: Arc<dyn Tasks> = Arc::new(Budgeted::new(Arc::new(client), budget));

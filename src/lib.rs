@@ -32,6 +32,7 @@
 //! - [`budget`]: the Step Functions call budget (reports, then heartbeats, then polls) in front
 //!   of the client; throttling slows it down.
 //! - [`sfn`]: Step Functions client (the only user of `aws_sdk_sfn`).
+//! - [`signed`]: an AWS JSON call signed with SigV4 and sent without the SDK (heartbeats).
 //! - [`livy`]: Livy batch API client.
 //! - [`auth`]: credentials on Livy and ResourceManager requests: Basic to the configured origin
 //!   only, or Kerberos SPNEGO with Hadoop's `hadoop.auth` cookie.
@@ -78,6 +79,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod sfn;
 pub mod shutdown;
+pub mod signed;
 pub mod status;
 pub mod submit;
 pub mod supervisor;

@@ -6,18 +6,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sfn::config::StalledStreamProtectionConfig;
+use aws_sdk_sfn::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::config::timeout::TimeoutConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
+use aws_types::service_config::ServiceConfigKey;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::failure::Failure;
 use crate::metrics;
+use crate::signed::{self, JsonClient};
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The service holds a poll for 60 s; the attempt must outlive that (the reference says ≥ 65 s).
 const POLL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(70);
 /// Heartbeats and reports are small; a stuck call must not delay the next heartbeat for long.
@@ -113,6 +117,13 @@ impl SfnError {
     {
         let code = err.code().map(str::to_owned);
         let message = err.message().unwrap_or_default().to_owned();
+        Self::from_code(code, message, || {
+            aws_sdk_sfn::error::DisplayErrorContext(err).to_string()
+        })
+    }
+
+    /// The error for the service's error `code`; `other` describes an error no code names.
+    fn from_code(code: Option<String>, message: String, other: impl FnOnce() -> String) -> Self {
         match code.as_deref() {
             Some("TaskTimedOut" | "TaskDoesNotExist" | "InvalidToken") => {
                 SfnError::TaskGone(code.unwrap_or_default())
@@ -139,7 +150,18 @@ impl SfnError {
                 code: c.to_owned(),
                 message,
             },
-            _ => SfnError::Other(aws_sdk_sfn::error::DisplayErrorContext(err).to_string()),
+            _ => SfnError::Other(other()),
+        }
+    }
+
+    /// A heartbeat's failure ([`signed`]), in the same terms as the SDK's.
+    fn from_call(err: signed::CallError) -> Self {
+        let shown = err.to_string();
+        match err {
+            signed::CallError::Service { code, message, .. } => {
+                Self::from_code(code, message, || shown)
+            }
+            _ => SfnError::Other(shown),
         }
     }
 }
@@ -159,23 +181,26 @@ pub trait Tasks: Send + Sync + fmt::Debug {
     async fn fail(&self, token: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError>;
 }
 
-/// Step Functions, with a long-poll client and a short-call client over one configuration.
+/// Step Functions, with a long-poll client and a short-call client over one configuration, and
+/// heartbeats sent by [`signed`] with the SDK's credentials and endpoint.
 ///
-/// Each call is one attempt: the SDK does not retry. Every caller already retries in its own
+/// Each call is one attempt: neither the SDK nor [`signed`] retries. Every caller already retries in its own
 /// loop (the poll loop, heartbeats within their interval, reports until delivered), and each of
 /// those attempts waits for the call budget ([`crate::budget`]), so no attempt escapes it.
 #[derive(Debug, Clone)]
 pub struct SfnClient {
     poll: aws_sdk_sfn::Client,
     calls: aws_sdk_sfn::Client,
+    beats: JsonClient,
     /// Whether the last call reached the service (any answer, even an error, but not a
     /// timeout, a connection failure or a 5xx).
     reachable: Arc<watch::Sender<bool>>,
 }
 
 impl SfnClient {
-    /// Region, credentials and endpoint come from the standard AWS chain.
-    pub async fn from_env() -> Self {
+    /// Region, credentials and endpoint come from the standard AWS chain. `Err` when they do
+    /// not give an endpoint (no region).
+    pub async fn from_env() -> Result<Self, String> {
         let shared = shared_config().await;
         let once = RetryConfig::standard().with_max_attempts(1);
         // Stalled-stream protection watches a body's throughput with a timer of its own for
@@ -186,7 +211,7 @@ impl SfnClient {
             .retry_config(once.clone())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .read_timeout(POLL_ATTEMPT_TIMEOUT)
                     .operation_attempt_timeout(POLL_ATTEMPT_TIMEOUT)
                     .build(),
@@ -197,22 +222,31 @@ impl SfnClient {
             .retry_config(once)
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .operation_attempt_timeout(CALL_ATTEMPT_TIMEOUT)
                     .operation_timeout(CALL_OPERATION_TIMEOUT)
                     .build(),
             )
             .build();
-        Self {
+        let beats = heartbeat_client(&shared).await?;
+        Ok(Self {
             poll: aws_sdk_sfn::Client::from_conf(poll),
             calls: aws_sdk_sfn::Client::from_conf(calls),
+            beats,
             reachable: Arc::new(watch::channel(true).0),
-        }
+        })
     }
 
     /// Whether Step Functions answered the last call; `true` until a call fails to reach it.
     pub fn reachability(&self) -> watch::Receiver<bool> {
         self.reachable.subscribe()
+    }
+
+    /// Notes whether the last call reached the service, and counts it by API and result.
+    fn note(&self, api: &'static str, label: &str, reached: bool, took: Duration) {
+        self.reachable
+            .send_if_modified(|r| std::mem::replace(r, reached) != reached);
+        metrics::sfn_request(api, label, took);
     }
 
     /// Awaits one call, counting it by API and result, and noting whether it reached the service.
@@ -230,9 +264,7 @@ impl SfnClient {
             Ok(_) => ("ok".to_owned(), true),
             Err(e) => outcome_of(e),
         };
-        self.reachable
-            .send_if_modified(|r| std::mem::replace(r, reached) != reached);
-        metrics::sfn_request(api, &label, started.elapsed());
+        self.note(api, &label, reached, started.elapsed());
         result.map_err(SfnError::classify)
     }
 }
@@ -280,12 +312,29 @@ impl Tasks for SfnClient {
     }
 
     async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
-        let call = self
-            .calls
-            .send_task_heartbeat()
-            .task_token(token.secret())
-            .send();
-        self.observed("SendTaskHeartbeat", call).await.map(drop)
+        const API: &str = "SendTaskHeartbeat";
+        let started = Instant::now();
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "taskToken")]
+            token: &'a str,
+        }
+        let body = serde_json::to_vec(&Body {
+            token: token.secret(),
+        })
+        .unwrap_or_default();
+        let result = self.beats.call(API, body).await;
+        let (label, reached) = match &result {
+            Ok(()) => ("ok", true),
+            Err(signed::CallError::Service { status, code, .. }) => {
+                (code.as_deref().unwrap_or("error"), *status < 500)
+            }
+            Err(signed::CallError::Timeout(_)) => ("timeout", false),
+            Err(signed::CallError::Dispatch(_)) => ("dispatch", false),
+            Err(signed::CallError::Credentials(_)) => ("credentials", false),
+        };
+        self.note(API, label, reached, started.elapsed());
+        result.map_err(SfnError::from_call)
     }
 
     async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
@@ -310,6 +359,48 @@ impl Tasks for SfnClient {
     }
 }
 
+/// The heartbeat client: the SDK's credentials, and the endpoint its resolver gives for the
+/// configuration (`AWS_ENDPOINT_URL_SFN`, then `AWS_ENDPOINT_URL`, then the region's, FIPS and
+/// dual-stack as configured), read the way `aws_sdk_sfn::Config` reads them.
+async fn heartbeat_client(shared: &aws_config::SdkConfig) -> Result<JsonClient, String> {
+    let endpoint_url = if shared.get_origin("endpoint_url").is_client_config() {
+        shared.endpoint_url().map(str::to_owned)
+    } else {
+        let key = ServiceConfigKey::builder()
+            .service_id("SFN")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .map_err(|e| e.to_string())?;
+        shared
+            .service_config()
+            .and_then(|c| c.load_config(key))
+            .or_else(|| shared.endpoint_url().map(str::to_owned))
+    };
+    let region = shared.region().map(|r| r.to_string());
+    let params = Params::builder()
+        .set_region(region.clone())
+        .set_use_fips(shared.use_fips())
+        .set_use_dual_stack(shared.use_dual_stack())
+        .set_endpoint(endpoint_url)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let endpoint = DefaultResolver::new()
+        .resolve_endpoint(&params)
+        .await
+        .map_err(|e| format!("no Step Functions endpoint: {e}"))?;
+    let credentials = shared
+        .credentials_provider()
+        .ok_or("no AWS credentials provider")?;
+    let target = signed::Target {
+        url: endpoint.url().to_owned(),
+        region: region.ok_or("no AWS region (AWS_REGION)")?,
+        service: "states",
+        target_prefix: "AWSStepFunctions",
+    };
+    JsonClient::new(target, credentials, CONNECT_TIMEOUT, CALL_ATTEMPT_TIMEOUT)
+}
+
 /// The AWS configuration from the environment (region, credentials, endpoint), with an HTTPS
 /// client on rustls and ring: the TLS stack the Livy and YARN clients use too.
 pub async fn shared_config() -> aws_config::SdkConfig {
@@ -327,6 +418,39 @@ pub async fn shared_config() -> aws_config::SdkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A heartbeat's failure means what the same failure through the SDK means.
+    #[test]
+    fn heartbeat_failures_are_classified_like_the_sdks() {
+        let service = |status, code: Option<&str>| {
+            SfnError::from_call(signed::CallError::Service {
+                status,
+                code: code.map(str::to_owned),
+                message: "said so".into(),
+            })
+        };
+        for gone in ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"] {
+            assert!(
+                matches!(service(400, Some(gone)), SfnError::TaskGone(c) if c == gone),
+                "{gone}"
+            );
+        }
+        assert!(matches!(
+            service(400, Some("ThrottlingException")),
+            SfnError::Throttled(m) if m == "said so"
+        ));
+        assert!(matches!(
+            service(400, Some("AccessDeniedException")),
+            SfnError::Refused { kms: false, .. }
+        ));
+        let other = service(503, None);
+        assert!(
+            matches!(&other, SfnError::Other(m) if m.contains("503")),
+            "{other:?}"
+        );
+        let timeout = SfnError::from_call(signed::CallError::Timeout(Duration::from_secs(10)));
+        assert!(matches!(timeout, SfnError::Other(_)), "never taken as gone");
+    }
 
     #[test]
     fn token_never_prints_itself() {

@@ -393,7 +393,7 @@ impl Supervisor {
             Ok(()) => "ok",
             Err(e) => e.label(),
         };
-        counter!(metrics::HEARTBEATS, "activity" => self.reporter.activity.to_string(), "result" => result.to_owned())
+        counter!(metrics::HEARTBEATS, "activity" => self.reporter.activity.clone(), "result" => result.to_owned())
             .increment(1);
         sent
     }
