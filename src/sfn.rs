@@ -1,5 +1,6 @@
 //! The only code that touches `aws_sdk_sfn`: poll for a task, heartbeat, report.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,16 +325,19 @@ impl Tasks for SfnClient {
         })
         .unwrap_or_default();
         let result = self.beats.call(API, body).await;
+        // Labelled as `outcome_of` labels the SDK's calls.
         let (label, reached) = match &result {
-            Ok(()) => ("ok", true),
-            Err(signed::CallError::Service { status, code, .. }) => {
-                (code.as_deref().unwrap_or("error"), *status < 500)
-            }
-            Err(signed::CallError::Timeout(_)) => ("timeout", false),
-            Err(signed::CallError::Dispatch(_)) => ("dispatch", false),
-            Err(signed::CallError::Credentials(_)) => ("credentials", false),
+            Ok(()) => (Cow::Borrowed("ok"), true),
+            Err(signed::CallError::Service { status, code, .. }) => (
+                code.as_deref()
+                    .map_or_else(|| Cow::Owned(status.to_string()), Cow::Borrowed),
+                *status < 500,
+            ),
+            Err(signed::CallError::Timeout(_)) => (Cow::Borrowed("timeout"), false),
+            Err(signed::CallError::Dispatch(_)) => (Cow::Borrowed("dispatch"), false),
+            Err(signed::CallError::Credentials(_)) => (Cow::Borrowed("credentials"), false),
         };
-        self.note(API, label, reached, started.elapsed());
+        self.note(API, &label, reached, started.elapsed());
         result.map_err(SfnError::from_call)
     }
 
@@ -377,9 +381,12 @@ async fn heartbeat_client(shared: &aws_config::SdkConfig) -> Result<JsonClient, 
             .and_then(|c| c.load_config(key))
             .or_else(|| shared.endpoint_url().map(str::to_owned))
     };
-    let region = shared.region().map(|r| r.to_string());
+    let region = shared
+        .region()
+        .map(|r| r.to_string())
+        .ok_or("no AWS region (AWS_REGION, the profile's region, or the instance's metadata)")?;
     let params = Params::builder()
-        .set_region(region.clone())
+        .region(region.clone())
         .set_use_fips(shared.use_fips())
         .set_use_dual_stack(shared.use_dual_stack())
         .set_endpoint(endpoint_url)
@@ -394,7 +401,7 @@ async fn heartbeat_client(shared: &aws_config::SdkConfig) -> Result<JsonClient, 
         .ok_or("no AWS credentials provider")?;
     let target = signed::Target {
         url: endpoint.url().to_owned(),
-        region: region.ok_or("no AWS region (AWS_REGION)")?,
+        region,
         service: "states",
         target_prefix: "AWSStepFunctions",
     };
@@ -418,6 +425,57 @@ pub async fn shared_config() -> aws_config::SdkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The endpoint comes from the SDK's resolver with the configuration's region, FIPS and
+    /// dual-stack settings, or is the one configured.
+    #[tokio::test]
+    async fn heartbeats_go_to_the_endpoint_the_sdk_resolves() {
+        use aws_config::Region;
+        use aws_credential_types::Credentials;
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        let config = |region: Option<&'static str>| {
+            let mut b = aws_config::SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                    "AKID", "secret", None, None, "test",
+                )));
+            b.set_region(region.map(Region::new));
+            b
+        };
+        let url = |b: aws_types::sdk_config::Builder| async move {
+            heartbeat_client(&b.build())
+                .await
+                .map(|c| c.url().to_owned())
+        };
+        assert_eq!(
+            url(config(Some("eu-west-3"))).await.expect("resolved"),
+            "https://states.eu-west-3.amazonaws.com"
+        );
+        assert_eq!(
+            url(config(Some("cn-north-1"))).await.expect("resolved"),
+            "https://states.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            url(config(Some("us-east-1")).use_fips(true))
+                .await
+                .expect("resolved"),
+            "https://states-fips.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            url(config(Some("us-east-1")).use_dual_stack(true))
+                .await
+                .expect("resolved"),
+            "https://states.us-east-1.api.aws"
+        );
+        assert_eq!(
+            url(config(Some("us-east-1")).endpoint_url("http://127.0.0.1:4566"))
+                .await
+                .expect("resolved"),
+            "http://127.0.0.1:4566"
+        );
+        let err = url(config(None)).await.expect_err("no region");
+        assert!(err.starts_with("no AWS region"), "{err}");
+    }
 
     /// A heartbeat's failure means what the same failure through the SDK means.
     #[test]

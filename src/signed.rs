@@ -11,26 +11,29 @@
 //! caller passes it in). No proxy is used, as with the SDK's own HTTP client.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::http;
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+/// The most read of a reply: the service's are a few hundred bytes.
+const MAX_REPLY: usize = 64 * 1024;
 /// Credentials are renewed this long before they expire.
 const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 /// Credentials that carry no expiry are asked for again after this long (the SDK's own default).
 const RENEW_UNEXPIRING: Duration = Duration::from_secs(15 * 60);
-/// The least time between two renewals, whatever the expiry says.
+/// The least time between two askings of the provider, whatever the expiry says.
 const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+/// How long the provider may take to answer (the SDK's identity cache allows 5 s too).
+const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how calls go.
 #[derive(Clone)]
@@ -108,15 +111,22 @@ impl JsonClient {
         })
     }
 
+    /// The endpoint calls go to.
+    pub fn url(&self) -> &str {
+        &self.target.url
+    }
+
     /// Calls `operation` with `body` (JSON); `Ok` on a 2xx answer, whose body is not read.
     pub async fn call(&self, operation: &str, body: Vec<u8>) -> Result<(), CallError> {
         let identity = self.credentials.identity().await?;
         let target = format!("{}.{operation}", self.target.target_prefix);
         let signed = {
             let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", &target)];
+            // The URL as it is sent (its host lower-cased): the signed host must be the one the
+            // `Host` header carries.
             let request = SignableRequest::new(
                 "POST",
-                self.target.url.as_str(),
+                self.url.as_str(),
                 headers.into_iter(),
                 SignableBody::Bytes(&body),
             )
@@ -140,12 +150,12 @@ impl JsonClient {
             .post(self.url.clone())
             .header("content-type", CONTENT_TYPE)
             .header("x-amz-target", target);
-        // `Authorization` and `X-Amz-Security-Token` are marked sensitive, as the SDK marks
-        // them: never shown by a `Debug` of the request.
+        // `Authorization` and `X-Amz-Security-Token` are marked sensitive: never shown by a
+        // `Debug` of the request.
         for header in signed.into_parts().0 {
             let mut value = reqwest::header::HeaderValue::from_str(header.value())
                 .map_err(|e| CallError::Dispatch(format!("cannot sign: {e}")))?;
-            value.set_sensitive(header.sensitive());
+            value.set_sensitive(header.sensitive() || header.name() == "authorization");
             request = request.header(header.name(), value);
         }
         let response = request
@@ -154,25 +164,33 @@ impl JsonClient {
             .await
             .map_err(|e| self.failed(&e))?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
         let header_code = response
             .headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = http::read_capped_to(response, 64 * 1024)
+        // Read whole, so that the connection is kept for the next call.
+        let body = http::read_capped_to(response, MAX_REPLY)
             .await
             .unwrap_or_default();
-        let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        if status.is_success() {
+            return Ok(());
+        }
+        // Each field read on its own: one that is not a string spoils none of the others.
+        let error: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&body).unwrap_or_default();
+        let field = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| error.get(*n).and_then(|v| v.as_str()))
+                .map(str::to_owned)
+        };
         Err(CallError::Service {
             status: status.as_u16(),
             code: header_code
-                .or(error.code)
-                .or(error.kind)
+                .or_else(|| field(&["code", "__type"]))
                 .map(|c| sanitize_code(&c).to_owned()),
-            message: error.message.unwrap_or_default(),
+            message: field(&["message", "Message", "errorMessage"]).unwrap_or_default(),
         })
     }
 
@@ -185,53 +203,87 @@ impl JsonClient {
     }
 }
 
-/// An AWS JSON error body: `{"__type": "namespace#Code", "message": "…"}` (some services say
-/// `code`, or `Message`).
-#[derive(Default, Deserialize)]
-struct ErrorBody {
-    #[serde(rename = "__type")]
-    kind: Option<String>,
-    code: Option<String>,
-    #[serde(alias = "Message")]
-    message: Option<String>,
-}
-
 /// The error code alone: without a `namespace#` before it or a `:url` after it, as the SDKs read it.
 fn sanitize_code(code: &str) -> &str {
     let code = code.split(':').next().unwrap_or(code);
     code.rsplit('#').next().unwrap_or(code)
 }
 
-/// The credentials calls are signed with: the provider's answer, kept until shortly before it
-/// expires, renewed by one call while the others wait for it.
+/// The credentials calls are signed with: the provider's answer, kept until five minutes before
+/// it expires. One call renews them, at most every ten seconds and for at most five; meanwhile
+/// the others go on with the ones held while those have not expired, and wait only when there
+/// are none.
 struct Credentials {
     provider: SharedCredentialsProvider,
-    current: Mutex<Option<Held>>,
+    held: RwLock<Option<Held>>,
+    /// Taken by the call that renews; holds when the provider was last asked.
+    renewing: Mutex<Option<Instant>>,
 }
 
+#[derive(Clone)]
 struct Held {
     identity: Identity,
     renew_at: Instant,
     expires: Option<SystemTime>,
 }
 
+impl Held {
+    /// Not due for renewal: by the clock of the runtime, and by the wall clock (which goes on
+    /// while a paused machine's monotonic clock does not).
+    fn fresh(&self) -> bool {
+        Instant::now() < self.renew_at
+            && self
+                .expires
+                .is_none_or(|at| SystemTime::now() + RENEW_BEFORE_EXPIRY < at)
+    }
+
+    /// Not expired yet.
+    fn usable(&self) -> bool {
+        self.expires.is_none_or(|at| SystemTime::now() < at)
+    }
+}
+
 impl Credentials {
     fn new(provider: SharedCredentialsProvider) -> Self {
         Credentials {
             provider,
-            current: Mutex::new(None),
+            held: RwLock::new(None),
+            renewing: Mutex::new(None),
         }
     }
 
+    fn held(&self) -> Option<Held> {
+        self.held.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     async fn identity(&self) -> Result<Identity, CallError> {
-        let mut current = self.current.lock().await;
-        if let Some(held) = current.as_ref()
-            && Instant::now() < held.renew_at
-        {
-            return Ok(held.identity.clone());
+        let held = self.held();
+        if let Some(h) = held.as_ref().filter(|h| h.fresh()) {
+            return Ok(h.identity.clone());
         }
-        match self.provider.provide_credentials().await {
-            Ok(credentials) => {
+        let mut last_asked = match self.renewing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match held.filter(Held::usable) {
+                // Another call is renewing them.
+                Some(h) => return Ok(h.identity),
+                None => self.renewing.lock().await,
+            },
+        };
+        let held = self.held();
+        if let Some(h) = held.as_ref().filter(|h| h.fresh()) {
+            return Ok(h.identity.clone()); // Renewed while this call waited.
+        }
+        let unusable = || CallError::Credentials("none could be had; asking again shortly".into());
+        if last_asked.is_some_and(|at| at.elapsed() < RENEW_AT_MOST_EVERY) {
+            return held
+                .filter(Held::usable)
+                .map(|h| h.identity)
+                .ok_or_else(unusable);
+        }
+        *last_asked = Some(Instant::now());
+        let asked = tokio::time::timeout(RENEW_TIMEOUT, self.provider.provide_credentials()).await;
+        match asked {
+            Ok(Ok(credentials)) => {
                 let expires = credentials.expiry();
                 let renew_in = match expires {
                     Some(at) => at
@@ -241,21 +293,22 @@ impl Credentials {
                     None => RENEW_UNEXPIRING,
                 };
                 let identity = Identity::from(credentials);
-                *current = Some(Held {
+                *self.held.write().unwrap_or_else(|e| e.into_inner()) = Some(Held {
                     identity: identity.clone(),
-                    renew_at: Instant::now() + renew_in.max(RENEW_AT_MOST_EVERY),
+                    renew_at: Instant::now() + renew_in,
                     expires,
                 });
                 Ok(identity)
             }
             // The ones held may still be good: use them until they expire.
-            Err(e) => match current.as_ref() {
-                Some(held) if held.expires.is_none_or(|at| SystemTime::now() < at) => {
-                    Ok(held.identity.clone())
-                }
-                _ => Err(CallError::Credentials(
-                    aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
-                )),
+            failed => match held.filter(Held::usable) {
+                Some(h) => Ok(h.identity),
+                None => Err(CallError::Credentials(match failed {
+                    Ok(Err(e)) => {
+                        aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+                    }
+                    _ => format!("the provider did not answer within {RENEW_TIMEOUT:?}"),
+                })),
             },
         }
     }
@@ -578,7 +631,11 @@ mod tests {
     struct Counting {
         calls: Arc<AtomicUsize>,
         expires_in: Option<Duration>,
+        /// Credentials that expired a second ago.
+        expired: bool,
         fail_after: Option<usize>,
+        /// Never answers.
+        hangs: bool,
     }
 
     impl ProvideCredentials for Counting {
@@ -587,12 +644,18 @@ mod tests {
             Self: 'a,
         {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.hangs {
+                return future::ProvideCredentials::new(std::future::pending());
+            }
             if self.fail_after.is_some_and(|after| n > after) {
                 return future::ProvideCredentials::ready(Err(
                     aws_credential_types::provider::error::CredentialsError::not_loaded("gone"),
                 ));
             }
-            let expiry = self.expires_in.map(|d| SystemTime::now() + d);
+            let expiry = match self.expired {
+                true => Some(SystemTime::now() - Duration::from_secs(1)),
+                false => self.expires_in.map(|d| SystemTime::now() + d),
+            };
             future::ProvideCredentials::ready(Ok(Creds::new(
                 format!("AKID{n}"),
                 SECRET,
@@ -660,30 +723,63 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_renewal_keeps_unexpired_credentials_and_fails_once_none_are_left() {
+    async fn a_failed_renewal_keeps_unexpired_credentials_and_asks_again_ten_seconds_later() {
         let (cache, calls) = cache_of(Counting {
             fail_after: Some(1),
             ..Counting::default()
         });
-        assert_eq!(
-            key_id(&cache.identity().await.expect("credentials")),
-            "AKID1"
-        );
+        let key = || async { key_id(&cache.identity().await.expect("credentials")) };
+        assert_eq!(key().await, "AKID1");
         // Without an expiry they are asked for again after 15 minutes; the provider fails now,
-        // and the ones held, which never expire, go on.
+        // and the ones held, which never expire, go on without asking it again for 10 s.
         tokio::time::advance(Duration::from_secs(15 * 60 + 1)).await;
-        assert_eq!(
-            key_id(&cache.identity().await.expect("credentials")),
-            "AKID1"
-        );
+        for _ in 0..50 {
+            assert_eq!(key().await, "AKID1");
+        }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(key().await, "AKID1");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 
-        let (failing, _) = cache_of(Counting {
+    #[tokio::test(start_paused = true)]
+    async fn without_usable_credentials_calls_fail_and_the_provider_is_asked_every_ten_seconds() {
+        let (failing, calls) = cache_of(Counting {
             fail_after: Some(0),
             ..Counting::default()
         });
-        let err = failing.identity().await.expect_err("no credentials");
-        assert!(err.to_string().contains("no AWS credentials"), "{err}");
+        for _ in 0..20 {
+            let err = failing.identity().await.expect_err("no credentials");
+            assert!(err.to_string().contains("no AWS credentials"), "{err}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Credentials held that have expired are not used when the provider fails.
+        let (expired, calls) = cache_of(Counting {
+            expired: true,
+            fail_after: Some(1),
+            ..Counting::default()
+        });
+        expired.identity().await.expect("what the provider gave");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let err = expired.identity().await.expect_err("expired");
+        assert!(err.to_string().contains("gone"), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_never_answers_fails_the_call_after_five_seconds() {
+        let (cache, _) = cache_of(Counting {
+            hangs: true,
+            ..Counting::default()
+        });
+        let started = Instant::now();
+        let err = cache.identity().await.expect_err("no answer");
+        assert!(
+            err.to_string().contains("did not answer within 5s"),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), RENEW_TIMEOUT);
     }
 
     #[test]
