@@ -100,6 +100,8 @@ pub async fn run(args: SubmitArgs, interrupt: CancellationToken) -> Result<Exit,
             }
         }
     };
+    // The last change may have come with the end, and the end been taken first.
+    progress.changed(&record);
     progress.done();
     if interrupted {
         if let Ended::Stopped(kill) = &ended {
