@@ -40,6 +40,8 @@ impl Priority {
 
 /// The slowest the budget goes under throttling, as a share of the configured rate.
 const MIN_FACTOR: f64 = 1.0 / 16.0;
+/// The shortest wait for a token.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 /// How fast the rate comes back after throttling: this share of the configured rate a second.
 const RECOVERY_PER_SEC: f64 = 0.1;
 
@@ -141,7 +143,9 @@ async fn grant(
         tokens = (tokens + now.duration_since(last).as_secs_f64() * current).min(burst * factor);
         last = now;
         if tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - tokens) / current);
+            // At least the timer's millisecond: a wait that rounds to nothing would spin
+            // without time passing for the next refill.
+            let wait = Duration::from_secs_f64((1.0 - tokens) / current).max(MIN_WAIT);
             tokio::time::sleep(wait).await;
             continue;
         }
@@ -304,6 +308,36 @@ mod tests {
         assert!((8.9..=9.1).contains(&back), "recovered half way: {back}");
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!((budget.current() - 16.0).abs() < 0.01);
+    }
+
+    /// A refill that falls a hair short of a token (floating point) must not leave the
+    /// scheduler waiting for a duration that rounds to zero: with time paused (and on a fast
+    /// enough machine, for a while with real time) it would spin without time passing.
+    #[test]
+    fn grants_go_on_when_a_refill_falls_a_hair_short_of_a_token() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                for rate in [0.3, 0.7, 1.1, 2.0, 3.0, 7.0, 9.9, 10.0, 33.3, 100.0] {
+                    for throttles in 0..4 {
+                        let budget = Budget::new(rate);
+                        for _ in 0..throttles {
+                            budget.throttled();
+                        }
+                        times(takers(&budget, Priority::Heartbeat, 40)).await;
+                    }
+                }
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every grant within a minute of real time, not a scheduler spinning");
     }
 
     #[tokio::test(start_paused = true)]
