@@ -185,9 +185,10 @@ pub trait Tasks: Send + Sync + fmt::Debug {
 /// Step Functions, with a long-poll client and a short-call client over one configuration, and
 /// heartbeats sent by [`signed`] with the SDK's credentials and endpoint.
 ///
-/// Each call is one attempt: neither the SDK nor [`signed`] retries. Every caller already retries in its own
-/// loop (the poll loop, heartbeats within their interval, reports until delivered), and each of
-/// those attempts waits for the call budget ([`crate::budget`]), so no attempt escapes it.
+/// Each call is one attempt: neither the SDK nor [`signed`] retries. Every caller already
+/// retries in its own loop (the poll loop, heartbeats within their interval, reports until
+/// delivered), and each of those attempts waits for the call budget ([`crate::budget`]), so no
+/// attempt escapes it.
 #[derive(Debug, Clone)]
 pub struct SfnClient {
     poll: aws_sdk_sfn::Client,

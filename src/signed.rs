@@ -7,7 +7,7 @@
 //! plumbing for one small request; here it is a signature and a POST.
 //!
 //! What the SDK would otherwise decide is taken from it: the credentials come from its provider
-//! chain (cached here, see [`Credentials`]), and the endpoint is the one its resolver gives (the
+//! chain (cached here: `Credentials` below), and the endpoint is the one its resolver gives (the
 //! caller passes it in). No proxy is used, as with the SDK's own HTTP client.
 
 use std::fmt;
@@ -116,7 +116,8 @@ impl JsonClient {
         &self.target.url
     }
 
-    /// Calls `operation` with `body` (JSON); `Ok` on a 2xx answer, whose body is not read.
+    /// Calls `operation` with `body` (JSON); `Ok` on a 2xx answer. The answer is read whole
+    /// either way (its body matters only for an error).
     pub async fn call(&self, operation: &str, body: Vec<u8>) -> Result<(), CallError> {
         let identity = self.credentials.identity().await?;
         let target = format!("{}.{operation}", self.target.target_prefix);
@@ -130,7 +131,7 @@ impl JsonClient {
                 headers.into_iter(),
                 SignableBody::Bytes(&body),
             )
-            .map_err(|e| CallError::Dispatch(format!("cannot sign: {e}")))?;
+            .map_err(unsignable)?;
             let params = v4::SigningParams::builder()
                 .identity(&identity)
                 .region(&self.target.region)
@@ -138,12 +139,9 @@ impl JsonClient {
                 .time(SystemTime::now())
                 .settings(SigningSettings::default())
                 .build()
-                .map_err(|e| CallError::Dispatch(format!("cannot sign: {e}")))?
+                .map_err(unsignable)?
                 .into();
-            sign(request, &params)
-                .map_err(|e| CallError::Dispatch(format!("cannot sign: {e}")))?
-                .into_parts()
-                .0
+            sign(request, &params).map_err(unsignable)?.into_parts().0
         };
         let mut request = self
             .http
@@ -153,8 +151,8 @@ impl JsonClient {
         // `Authorization` and `X-Amz-Security-Token` are marked sensitive: never shown by a
         // `Debug` of the request.
         for header in signed.into_parts().0 {
-            let mut value = reqwest::header::HeaderValue::from_str(header.value())
-                .map_err(|e| CallError::Dispatch(format!("cannot sign: {e}")))?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(header.value()).map_err(unsignable)?;
             value.set_sensitive(header.sensitive() || header.name() == "authorization");
             request = request.header(header.name(), value);
         }
@@ -201,6 +199,11 @@ impl JsonClient {
             CallError::Dispatch(http::error_chain(e))
         }
     }
+}
+
+/// A request that could not be signed.
+fn unsignable(e: impl fmt::Display) -> CallError {
+    CallError::Dispatch(format!("cannot sign: {e}"))
 }
 
 /// The error code alone: without a `namespace#` before it or a `:url` after it, as the SDKs read it.
