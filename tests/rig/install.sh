@@ -6,7 +6,8 @@
 # (release check), debootstrap and systemd-nspawn (the service under real systemd), an MIT KDC and
 # client tools (tests/rig/with-kdc.sh), and the MIT GSSAPI headers with libclang and pkg-config
 # (the test Livy's Kerberos acceptor builds bindings to them), and promtool (package prometheus).
-# Idempotent: a finished install leaves a stamp and is not redone.
+# Idempotent: a finished install leaves a stamp and is not redone. LocalStack is then patched
+# by tests/rig/localstack-races.py (two races that lose activity tasks; see that file).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache"
@@ -71,6 +72,8 @@ cl_pid=$!
 install_venv "$cache/cargo-lambda" "${cargo_lambda_pins[@]}" &
 lambda_pid=$!
 wait "$ls_pid"
+# LocalStack 4.9.2 loses activity tasks to two races under load (AWS does not); close them.
+"$cache/localstack/bin/python" "$root/tests/rig/localstack-races.py" "$cache/localstack"
 wait "$ps_pid"
 wait "$cl_pid"
 wait "$lambda_pid"
