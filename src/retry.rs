@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable, Sleeper};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How to retry: delays from `min` doubling to `max`, each jittered, for as long as `deadline`
 /// (if any) leaves room for the next delay, at most `times` retries (if set).
@@ -74,9 +75,52 @@ impl Policy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_sleeping(tokio::time::sleep, op, when, notify)
+            .await
+    }
+
+    /// [`Policy::run`], but a delay before a retry ends early once `stop` is cancelled: the
+    /// retry then comes at once, for `op` and `when` to end the run (`stop` cancels no call).
+    pub async fn run_until<T, E, F, Fut>(
+        self,
+        stop: &CancellationToken,
+        op: F,
+        when: impl FnMut(&E) -> bool,
+        notify: impl FnMut(&E, Duration),
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let stop = stop.clone();
+        let sleep = move |delay| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        };
+        self.run_sleeping(sleep, op, when, notify).await
+    }
+
+    async fn run_sleeping<T, E, F, Fut, S>(
+        self,
+        sleep: S,
+        op: F,
+        when: impl FnMut(&E) -> bool,
+        notify: impl FnMut(&E, Duration),
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        S: Sleeper,
+        S::Sleep: Future<Output = ()>,
+    {
         let deadline = self.deadline;
         op.retry(self.builder())
-            .sleep(tokio::time::sleep)
+            .sleep(sleep)
             .when(when)
             .notify(notify)
             .adjust(move |_, delay| {
@@ -169,5 +213,42 @@ mod tests {
             .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_the_delay_short_and_when_ends_the_run() {
+        let calls = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let stopper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                stop.cancel();
+            })
+        };
+        let r: Result<(), &str> = Policy::backoff(Duration::from_secs(60), Duration::from_secs(60))
+            .run_until(
+                &stop,
+                || async {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Err("down")
+                },
+                |_| !stop.is_cancelled(),
+                |_, _| {},
+            )
+            .await;
+        stopper.await.expect("stopper");
+        assert_eq!(r, Err("down"));
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            2,
+            "the first call, then one at the stop"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "not the 60 s delay"
+        );
     }
 }

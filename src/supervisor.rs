@@ -30,6 +30,9 @@ use crate::retry::Policy;
 use crate::sfn::{SfnError, TaskToken, Tasks};
 use crate::yarn::ResourceManager;
 
+/// Why a report was not sent: a heartbeat found the task closed before this attempt.
+const NOT_SENT_TO_A_CLOSED_TASK: &str = "not sent: a heartbeat found the task closed";
+
 /// How long after a "gone" answer to its first heartbeat a task delivered a moment ago is asked
 /// again; see `Supervisor::heartbeats`.
 pub const CONFIRM_GONE: Duration = Duration::from_secs(1);
@@ -195,6 +198,13 @@ impl Reporter {
     /// Delivers `outcome` (a success or a failure) until Step Functions accepts it, says the task
     /// is gone, or refuses even the barest failure.
     pub async fn deliver(&self, outcome: &Outcome) {
+        self.deliver_until(outcome, &CancellationToken::new()).await;
+    }
+
+    /// [`Reporter::deliver`], until `closed` says a heartbeat found the task closed. The attempt
+    /// then in flight is still awaited, since its own report may be what closed the task: its
+    /// answer decides whether the task counts as reported. No attempt is made after that.
+    pub async fn deliver_until(&self, outcome: &Outcome, closed: &CancellationToken) {
         let mut attempt = match outcome {
             Outcome::Success(output) => Attempt::Success(output.clone()),
             Outcome::Failure(f) => Attempt::Failure(f.clone()),
@@ -203,13 +213,22 @@ impl Reporter {
         };
         loop {
             let sent = Policy::backoff(Duration::from_millis(500), Duration::from_secs(30))
-                .run(
-                    || self.send(&attempt),
+                .run_until(
+                    closed,
+                    || async {
+                        if closed.is_cancelled() {
+                            return Err(SfnError::Other(NOT_SENT_TO_A_CLOSED_TASK.into()));
+                        }
+                        self.send(&attempt).await
+                    },
                     |e| {
-                        matches!(
-                            e,
-                            SfnError::Throttled(_) | SfnError::Other(_) | SfnError::Activity { .. }
-                        )
+                        !closed.is_cancelled()
+                            && matches!(
+                                e,
+                                SfnError::Throttled(_)
+                                    | SfnError::Other(_)
+                                    | SfnError::Activity { .. }
+                            )
                     },
                     |e, d| warn!(error = %e, retry_in = ?d, "report failed; retrying"),
                 )
@@ -234,6 +253,11 @@ impl Reporter {
                 }
                 Err(SfnError::TaskGone(kind)) => {
                     warn!(reason = %kind, "task closed before its outcome could be reported");
+                    self.ended("gone", "");
+                    return;
+                }
+                Err(e) if closed.is_cancelled() => {
+                    warn!(error = %e, "task closed before its outcome could be reported");
                     self.ended("gone", "");
                     return;
                 }
@@ -521,7 +545,7 @@ impl Supervisor {
     async fn finish(
         &self,
         outcome: Outcome,
-        heartbeats: std::pin::Pin<&mut impl Future<Output = String>>,
+        mut heartbeats: std::pin::Pin<&mut impl Future<Output = String>>,
     ) {
         let report = match outcome.report() {
             Some(report) => report,
@@ -541,16 +565,21 @@ impl Supervisor {
             let _ = self.record.update(|e| e.report = Some(report)).await;
         }
         failpoint::hit("crash-before-report");
-        tokio::select! {
-            biased;
-            () = self.ctx.detach.cancelled() => {
-                info!("detached before the report was delivered; the next start delivers it");
-                return;
-            }
-            () = self.reporter.deliver(&outcome) => {}
-            gone = heartbeats => {
-                warn!(reason = %gone, "task closed before its outcome could be reported");
-                self.reporter.ended("gone", "");
+        let closed = CancellationToken::new();
+        let mut delivery = pin!(self.reporter.deliver_until(&outcome, &closed));
+        loop {
+            tokio::select! {
+                biased;
+                () = self.ctx.detach.cancelled() => {
+                    info!("detached before the report was delivered; the next start delivers it");
+                    return;
+                }
+                () = delivery.as_mut() => break,
+                gone = heartbeats.as_mut(), if !closed.is_cancelled() => {
+                    // Never dropped mid-call: the report in flight may be what closed the task.
+                    info!(reason = %gone, "a heartbeat found the task closed while its report was being sent");
+                    closed.cancel();
+                }
             }
         }
         self.record.forget().await;

@@ -1,7 +1,7 @@
 //! In-process doubles at the worker's three client seams — Step Functions, Livy and the YARN
 //! ResourceManager — each recording what it was asked, on tokio's clock (paused in these tests).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,6 +51,12 @@ pub struct SfnState {
     pub unknown_until: Option<Instant>,
     /// When each heartbeat and report call came, answered or not.
     pub calls: Vec<Instant>,
+    /// Tasks closed by an accepted report: their heartbeats and reports answer
+    /// `TaskDoesNotExist`.
+    pub closed: HashSet<String>,
+    /// How long a report call takes to be answered. Step Functions applies it at once (closing
+    /// the task, so heartbeats meanwhile find it gone), then answers.
+    pub report_takes: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -61,8 +67,11 @@ impl FakeSfn {
         lock(&self.0)
     }
 
-    fn check(&self) -> Result<(), SfnError> {
+    fn check(&self, token: &TaskToken) -> Result<(), SfnError> {
         let s = self.state();
+        if s.closed.contains(token.secret()) {
+            return Err(SfnError::TaskGone("TaskDoesNotExist".into()));
+        }
         if s.gone_at.is_some_and(|t| Instant::now() >= t) {
             return Err(SfnError::TaskGone("TaskTimedOut".into()));
         }
@@ -74,14 +83,22 @@ impl FakeSfn {
         Ok(())
     }
 
-    fn report(&self, sent: Sent) -> Result<(), SfnError> {
+    async fn report(&self, token: &TaskToken, sent: Sent) -> Result<(), SfnError> {
         self.state().report_calls += 1;
         self.state().calls.push(Instant::now());
-        self.check()?;
+        self.check(token)?;
         if let Some(e) = self.state().refuse.pop_front() {
             return Err(e);
         }
-        self.state().reports.push(sent);
+        let takes = {
+            let mut s = self.state();
+            s.reports.push(sent);
+            s.closed.insert(token.secret().to_owned());
+            s.report_takes
+        };
+        if let Some(takes) = takes {
+            tokio::time::sleep(takes).await;
+        }
         Ok(())
     }
 }
@@ -93,9 +110,9 @@ impl Tasks for FakeSfn {
         Ok(None)
     }
 
-    async fn heartbeat(&self, _: &TaskToken) -> Result<(), SfnError> {
+    async fn heartbeat(&self, token: &TaskToken) -> Result<(), SfnError> {
         self.state().calls.push(Instant::now());
-        self.check()?;
+        self.check(token)?;
         if self
             .state()
             .unknown_until
@@ -107,18 +124,22 @@ impl Tasks for FakeSfn {
         Ok(())
     }
 
-    async fn succeed(&self, _: &TaskToken, output: &str) -> Result<(), SfnError> {
-        self.report(Sent::Success(output.to_owned()))
+    async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
+        self.report(token, Sent::Success(output.to_owned())).await
     }
 
-    async fn fail(&self, _: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError> {
-        self.report(match failure {
-            Some(f) => Sent::Failure {
-                error: f.error.as_str().to_owned(),
-                cause: f.cause.clone(),
+    async fn fail(&self, token: &TaskToken, failure: Option<&Failure>) -> Result<(), SfnError> {
+        self.report(
+            token,
+            match failure {
+                Some(f) => Sent::Failure {
+                    error: f.error.as_str().to_owned(),
+                    cause: f.cause.clone(),
+                },
+                None => Sent::Bare,
             },
-            None => Sent::Bare,
-        })
+        )
+        .await
     }
 }
 

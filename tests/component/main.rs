@@ -6,10 +6,11 @@
 mod fakes;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fakes::{FakeLivy, FakeSfn, FakeYarn, Sent};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use spark_activity_worker::batch::{self, Timing};
 use spark_activity_worker::budget::{Budget, Budgeted};
@@ -112,11 +113,15 @@ impl Drop for Rig {
 
 impl Rig {
     fn deliver(&self, input: Value) -> JoinHandle<()> {
+        self.deliver_to(ACTIVITY, input)
+    }
+
+    fn deliver_to(&self, activity: &str, input: Value) -> JoinHandle<()> {
         let task = Task {
             token: TaskToken::new(format!("token-{}", rand::random::<u64>())),
             input: input.to_string(),
         };
-        tokio::spawn(task::delivered(self.ctx.clone(), ACTIVITY.into(), task))
+        tokio::spawn(task::delivered(self.ctx.clone(), activity.into(), task))
     }
 
     /// A journal entry as the worker would have written it for `name`, not yet submitted.
@@ -183,6 +188,32 @@ impl Rig {
     fn since_start(&self) -> Duration {
         Instant::now() - self.start
     }
+}
+
+/// The metrics every test's tasks record (one recorder for the process: a test reads only the
+/// series of an activity of its own).
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        spark_activity_worker::metrics::builder()
+            .expect("buckets")
+            .install_recorder()
+            .expect("the only recorder")
+    })
+}
+
+/// How many tasks of `activity` ended with `outcome`, by the worker's metrics.
+fn finished(activity: &str, outcome: &str) -> u64 {
+    let label = spark_activity_worker::metrics::activity_label(activity);
+    let series = "spark_activity_worker_tasks_finished_total{";
+    metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter(|l| l.contains(&format!("activity=\"{label}\"")))
+        .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn failure(sent: &Sent) -> (&str, &str) {
@@ -888,6 +919,81 @@ async fn under_a_call_budget_ten_tasks_and_throttling_fail_nothing_and_never_bur
             .count();
         assert!(within <= 4, "{within} calls in the second from call {i}");
     }
+}
+
+/// Step Functions applies a report before answering it, so a heartbeat sent meanwhile finds the
+/// task closed by that very report: the report's answer, not the heartbeat's, says how it ended.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_that_finds_the_task_closed_by_its_report_in_flight_leaves_it_reported() {
+    let r = rig("report-in-flight", timing());
+    metrics();
+    r.sfn.state().report_takes = Some(HEARTBEAT * 2);
+    let activity = format!("{ACTIVITY}-report-in-flight-{:x}", rand::random::<u32>());
+    let h = r.deliver_to(&activity, input());
+    r.until("a post", Duration::from_secs(5), |r| r.livy.posts() == 1)
+        .await;
+    r.end("success", "FINISHED", "SUCCEEDED");
+    let reported = r.report(Duration::from_secs(30)).await;
+    let sent_at = Instant::now();
+    h.await.expect("supervisor");
+    output(&reported);
+    assert_eq!(
+        r.sfn.state().report_calls,
+        1,
+        "one report, never sent again"
+    );
+    let heartbeats_then = r.sfn.state().calls.iter().filter(|t| **t > sent_at).count();
+    assert!(
+        heartbeats_then >= 1,
+        "a heartbeat went out while the report was in flight"
+    );
+    assert_eq!(
+        (
+            finished(&activity, "succeeded"),
+            finished(&activity, "gone")
+        ),
+        (1, 0)
+    );
+}
+
+/// A heartbeat that finds the task closed stops a report being retried: no attempt after it,
+/// and the task counts as gone.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_that_finds_the_task_closed_ends_the_retries_of_its_report() {
+    let r = rig("report-retry-closed", timing());
+    metrics();
+    let activity = format!("{ACTIVITY}-report-retry-closed-{:x}", rand::random::<u32>());
+    let h = r.deliver_to(&activity, input());
+    r.until("a post", Duration::from_secs(5), |r| r.livy.posts() == 1)
+        .await;
+    for _ in 0..1000 {
+        r.sfn
+            .state()
+            .refuse
+            .push_back(SfnError::Throttled("Rate exceeded".into()));
+    }
+    r.end("success", "FINISHED", "SUCCEEDED");
+    r.until("a report attempt", Duration::from_secs(30), |r| {
+        r.sfn.state().report_calls >= 1
+    })
+    .await;
+    // Reports are still throttled when heartbeats start to find the task closed.
+    r.sfn.state().unknown_until = Some(Instant::now() + Duration::from_secs(24 * 3600));
+    let closed_at = Instant::now();
+    h.await.expect("supervisor");
+    assert!(
+        closed_at.elapsed() <= HEARTBEAT + Duration::from_secs(1),
+        "ended at the next heartbeat, not by retrying: {:?}",
+        closed_at.elapsed()
+    );
+    assert!(r.reports().is_empty());
+    assert_eq!(
+        (
+            finished(&activity, "succeeded"),
+            finished(&activity, "gone")
+        ),
+        (0, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
