@@ -42,16 +42,15 @@ demo: deps
 	tests/rig/with-localstack.sh tests/rig/demo.sh
 
 # What the bootstrap action downloads: upload target/dist/ to s3://BUCKET/spark-activity-worker/VERSION/.
-# One binary per architecture, linked against glibc 2.26's symbols (Amazon Linux 2 and 2023).
+# One binary per architecture, linked against glibc 2.26's symbols (Amazon Linux 2 and 2023), both
+# built by one cargo invocation (one job graph: each target's long final compile overlaps the other's).
 # Beside them, the spark-job-resource Lambda function (provided.al2023) as one zip per Lambda
 # architecture (arm64, x86_64), each holding the executable `bootstrap`, and its template.
 RELEASE_TARGETS := x86_64 aarch64
 release:
 	tests/rig/install-release-tools.sh
-	for arch in $(RELEASE_TARGETS); do \
-	  PATH="$(CURDIR)/.cache/zig/bin:$$PATH" $(CARGO) zigbuild --release --bin spark-activity-worker \
-	    --bin spark-job-resource --target $$arch-unknown-linux-gnu.2.26 || exit 1; \
-	done
+	PATH="$(CURDIR)/.cache/zig/bin:$$PATH" $(CARGO) zigbuild --release --bin spark-activity-worker \
+	  --bin spark-job-resource $(foreach arch,$(RELEASE_TARGETS),--target $(arch)-unknown-linux-gnu.2.26)
 	rm -rf target/dist && mkdir -p target/dist
 	for arch in $(RELEASE_TARGETS); do \
 	  cp target/$$arch-unknown-linux-gnu/release/spark-activity-worker target/dist/spark-activity-worker-$$arch; \
